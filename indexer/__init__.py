@@ -1,0 +1,1 @@
+"""Scan a music library into the catalog (DuckDB through SQLAlchemy) and the FAISS indexes."""

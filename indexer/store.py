@@ -1,0 +1,177 @@
+"""The catalog schema, defined once with SQLAlchemy over a DuckDB file, and how processes share it.
+
+DuckDB lets one process write a file at a time, and a writing process locks readers out. So nobody
+holds the file: the scan opens it for one short write transaction per batch, readers open it
+read-only per query, and both retry on a lock conflict with backoff (`busy_timeout`), so a user
+searching during a scan waits some milliseconds and never sees a lock error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    String,
+    Table,
+    Text,
+    create_engine,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+track_id_seq = Sequence("track_id_seq", metadata=metadata)
+scan_id_seq = Sequence("scan_id_seq", metadata=metadata)
+
+tracks = Table(
+    "tracks", metadata,
+    Column("id", Integer, track_id_seq, primary_key=True, server_default=track_id_seq.next_value()),
+    Column("path", Text, nullable=False, unique=True),  # absolute, as found under a root
+    Column("root", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime", Double, nullable=False),
+    Column("fingerprint", String(64)),  # content hash: finds moved files, confirms changed ones
+    Column("format", String(16)),
+    Column("duration", Double),  # seconds of the whole file
+    Column("indexed_seconds", Double),  # seconds actually encoded (bounded window for very long files)
+    Column("title", Text), Column("artist", Text), Column("album", Text), Column("album_artist", Text),
+    Column("genre", Text), Column("year", Integer), Column("track_no", Integer),
+    Column("status", String(16), nullable=False, server_default="pending"),  # pending | done
+    Column("encoder_version", String(32)),  # profile.version("encoder") of the stored embedding
+    Column("pipeline_version", String(32)),  # profile.version() of the stored caption
+    Column("profile", String(64)),
+    Column("indexed_at", DateTime),
+)
+
+tags = Table(  # every raw tag as read, for display and keyword search
+    "tags", metadata,
+    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", Text),
+)
+
+embeddings = Table(  # compressed encoder tokens [n_tokens, dim] as fp16 bytes, plus the track vector
+    "embeddings", metadata,
+    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("encoder_version", String(32), nullable=False),
+    Column("n_tokens", Integer, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("tokens", LargeBinary, nullable=False),  # fp16, row-major
+    Column("vector", LargeBinary, nullable=False),  # fp32 unit vector (model.encoder.track_vector)
+)
+
+captions = Table(
+    "captions", metadata,
+    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("pipeline_version", String(32), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("token_ids", Text),  # JSON list of generated ids
+    Column("text_vector", LargeBinary),  # fp32 unit vector from the text embedder
+    Column("created_at", DateTime),
+)
+
+scans = Table(
+    "scans", metadata,
+    Column("id", Integer, scan_id_seq, primary_key=True, server_default=scan_id_seq.next_value()),
+    Column("started_at", DateTime), Column("finished_at", DateTime),
+    Column("roots", Text),  # JSON list
+    Column("profile", String(64)),
+    Column("state", String(16)),  # running | finished | interrupted
+    Column("files_total", Integer), Column("files_done", Integer),
+    Column("audio_seconds", Double),
+    Column("summary", Text),  # JSON counts
+    Column("heartbeat", DateTime),
+)
+
+errors = Table(  # one row per file that failed, with a reason fit to show a user
+    "errors", metadata,
+    Column("path", Text, primary_key=True),
+    Column("root", Text),
+    Column("stage", String(16)),  # discover | tags | decode | encode | caption
+    Column("reason", Text, nullable=False),
+    Column("size", BigInteger), Column("mtime", Double),
+    Column("scan_id", Integer),
+    Column("failed_at", DateTime),
+)
+
+meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text))
+
+_LOCK_WORDS = ("lock", "Conflicting", "being used", "Could not set lock")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return any(w in str(exc) for w in _LOCK_WORDS)
+
+
+class Catalog:
+    """Short-lived connections to the catalog file; `write()` and `read()` retry while another process holds it."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+
+    def _engine(self, read_only: bool) -> Engine:
+        return create_engine(f"duckdb:///{self.path}", poolclass=NullPool,
+                             connect_args={"read_only": read_only})
+
+    @contextlib.contextmanager
+    def _connect(self, read_only: bool) -> Iterator[Connection]:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            engine = self._engine(read_only)
+            try:
+                conn = engine.connect()
+            except Exception as exc:
+                engine.dispose()
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            try:
+                yield conn
+            finally:
+                conn.close()
+                engine.dispose()
+            return
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(read_only=False) as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        if not self.path.exists():
+            raise FileNotFoundError(f"no catalog at {self.path}: run `python -m indexer scan PATH` first")
+        with self._connect(read_only=True) as conn:
+            yield conn
+
+    def create(self) -> None:
+        """Create the tables, or check the schema version of an existing file."""
+        with self.write() as conn:
+            metadata.create_all(conn)
+            found = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+            if found is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) != SCHEMA_VERSION:
+                raise RuntimeError(f"catalog {self.path} has schema version {found}, this code needs {SCHEMA_VERSION}")

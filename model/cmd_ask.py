@@ -1,0 +1,48 @@
+"""Ask questions about one audio file; with no question, an interactive chat that keeps the history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from model.runtime import load_model, settings_and_profile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="an audio file")
+    p.add_argument("question", nargs="?", help="the question; omit it for an interactive loop")
+    p.add_argument("--greedy", action="store_true", help="deterministic greedy decoding instead of sampling")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-seconds", type=float)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, profile = settings_and_profile(args)
+    model = load_model(settings, profile)
+    tokens = model.encoder.encode_file(args.file, args.max_seconds or settings.max_track_seconds)
+    if args.question:
+        gen = model.ask(tokens, args.question, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
+        if args.json:
+            print(json.dumps({"file": args.file, "question": args.question, "answer": gen.text,
+                              "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids,
+                              "profile": profile.name}))
+        else:
+            print(gen.text)
+        return 0
+    history: list[tuple[str, str]] = []
+    print(f"Talking about {args.file} ({tokens.shape[0]} audio tokens). Empty line or Ctrl-D ends.", file=sys.stderr)
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        print("model> ", end="", flush=True)
+        answer = "".join(print(piece, end="", flush=True) or piece for piece in
+                         model.stream(tokens, question, history, greedy=args.greedy,
+                                      max_new_tokens=args.max_new_tokens))
+        print()
+        history.append((question, answer.strip()))
+    return 0

@@ -1,0 +1,55 @@
+"""Caption audio files: decode, encode, compress, generate (batched)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from model.audio import AudioDecodeError
+from model.runtime import load_model, settings_and_profile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--greedy", action="store_true", help="deterministic greedy decoding instead of sampling")
+    p.add_argument("--max-new-tokens", type=int, help="default: the profile's (300 as in the reference)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-seconds", type=float, help="encode at most this many seconds of each file")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, profile = settings_and_profile(args)
+    model = load_model(settings, profile)
+    failed = 0
+    for start in range(0, len(args.files), args.batch_size):
+        names, waves = [], []
+        for name in args.files[start:start + args.batch_size]:
+            try:
+                waves.append(model.encoder.load(name, args.max_seconds or settings.max_track_seconds))
+                names.append(name)
+            except (AudioDecodeError, OSError) as exc:
+                failed += 1
+                _report({"file": name, "error": str(exc)}, args.json, error=True)
+        if not names:
+            continue
+        t0 = time.perf_counter()
+        tokens = model.encoder.encode(waves)
+        gens = model.caption(tokens, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
+        seconds = (time.perf_counter() - t0) / len(names)
+        for name, wave, gen in zip(names, waves, gens, strict=True):
+            _report({"file": name, "caption": gen.text, "audio_tokens": gen.n_audio_tokens,
+                     "token_ids": gen.token_ids, "audio_seconds": round(len(wave) / model.encoder.sample_rate, 3),
+                     "seconds": round(seconds, 3), "profile": profile.name,
+                     "pipeline_version": profile.version()}, args.json)
+    return 1 if failed else 0
+
+
+def _report(row: dict, as_json: bool, error: bool = False) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+    elif error:
+        print(f"{row['file']}: error: {row['error']}", file=sys.stderr)
+    else:
+        print(f"{row['file']}\t{row['caption']}", flush=True)

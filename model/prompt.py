@@ -1,0 +1,62 @@
+"""Prompt templates as data. `musilingo` is the reference layout, byte for byte:
+
+    [BOS] + emb("###Human: <Audio>") + audio tokens + emb("</Audio> {question} ###Assistant: ")
+
+Each text piece is tokenized on its own without special tokens. Targets end with the stop string
+("###"). Later turns of a chat append "{answer}###Human: {question} ###Assistant: " after the first
+turn, so the audio tokens stay in the first Human turn only.
+Stage-1 pre-training has no prompt at all: [BOS] + audio tokens + caption + "\n".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Template:
+    before_audio: str
+    after_audio: str  # formatted with {question}
+    next_turn: str  # formatted with {answer} and {question}: closes the previous answer, opens a turn
+    stop: str
+    add_bos: bool = True
+
+
+TEMPLATES: dict[str, Template] = {
+    "musilingo": Template(
+        before_audio="###Human: <Audio>",
+        after_audio="</Audio> {question} ###Assistant: ",
+        next_turn="{answer}###Human: {question} ###Assistant: ",
+        stop="###",
+    ),
+    "chatml": Template(
+        before_audio="<|im_start|>user\n<Audio>",
+        after_audio="</Audio> {question}<|im_end|>\n<|im_start|>assistant\n",
+        next_turn="{answer}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+        stop="<|im_end|>",
+        add_bos=False,
+    ),
+}
+
+
+def get_template(name: str) -> Template:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise KeyError(f"unknown prompt template '{name}'; known: {', '.join(TEMPLATES)}") from None
+
+
+def text_after_audio(template: Template, question: str, history: list[tuple[str, str]] = ()) -> str:
+    """The text that follows the audio tokens: the first question, then each earlier answer and the next question."""
+    if not history:
+        return template.after_audio.format(question=question)
+    text = template.after_audio.format(question=history[0][0])
+    questions = [q for q, _ in history[1:]] + [question]
+    for (_, answer), nxt in zip(history, questions, strict=True):
+        text += template.next_turn.format(answer=answer, question=nxt)
+    return text
+
+
+def cut_at_stop(text: str, stop: str) -> str:
+    """Generated text up to the first stop string, as the reference evaluation cuts it."""
+    return text.split(stop, 1)[0].strip()

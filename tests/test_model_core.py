@@ -1,0 +1,146 @@
+"""MusiLingo core: the project's forward pass against a straightforward computation of the reference maths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.config import load_profile
+from model.encoder import Encoder, pool_frames
+from model.frontend import LiteFrontend
+from model.musilingo import MusiLingo
+from tests.harness import tiny_llama_folder, tiny_mert_folder, tone, write_profile
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> MusiLingo:
+    root = tmp_path_factory.mktemp("tiny")
+    profile = write_profile(root / "tiny.toml", encoder="mert", encoder_path=str(tiny_mert_folder(root / "mert")),
+                            llm=str(tiny_llama_folder(root / "llm")), adapter="", pool_window=325)
+    torch.manual_seed(1)
+    model = MusiLingo.from_profile(load_profile(profile), cache_dir=root)
+    torch.nn.init.normal_(model.adapter.weight, std=0.5)
+    torch.nn.init.normal_(model.adapter.bias, std=0.1)
+    return model
+
+
+def reference_tokens(model: MusiLingo, wave: np.ndarray) -> torch.Tensor:
+    """Layer mean over all hidden states, then non-overlapping mean pooling, written out plainly."""
+    states = model.encoder.net.hidden_states(torch.from_numpy(wave)[None])
+    frames = torch.stack(states).mean(0)[0]
+    t = 325
+    return torch.stack([frames[i:i + t].mean(0) for i in range(0, frames.shape[0], t)])
+
+
+def test_mert_tokens_match_reference_maths(tiny: MusiLingo) -> None:
+    wave = tone(10.0)
+    tokens = tiny.encoder.encode([wave])[0]
+    assert tokens.shape == (3, 32)  # 10 s -> 749 frames -> ceil(749 / 325) = 3 tokens
+    torch.testing.assert_close(tokens, reference_tokens(tiny, wave), atol=1e-5, rtol=1e-5)
+
+
+def _reference_loss(model: MusiLingo, audio: torch.Tensor, question: str | None, target: str):
+    tok, emb = model.tokenizer, model.llm.get_input_embeddings()
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False).input_ids
+
+    projected = audio @ model.adapter.weight.T + model.adapter.bias
+    if question is None:  # stage 1: [BOS] + audio + caption + "\n" (32 tokens at most)
+        before, after, target_ids = [tok.bos_token_id], [], ids(target + "\n")[:32]
+    else:
+        before = [tok.bos_token_id] + ids("###Human: <Audio>")
+        after = ids(f"</Audio> {question} ###Assistant: ")
+        target_ids = ids(target + "###")[:160]
+    embeds = torch.cat([emb(torch.tensor(before)), projected, emb(torch.tensor(after + target_ids))])
+    logits = model.llm(inputs_embeds=embeds[None]).logits[0]
+    n_prompt = len(before) + audio.shape[0] + len(after)
+    loss = torch.nn.functional.cross_entropy(logits[n_prompt - 1:-1], torch.tensor(target_ids))
+    return loss, [-100] * n_prompt + target_ids
+
+
+@pytest.mark.parametrize("question", [None, "What is the tempo?"])
+def test_loss_and_label_mask_match_reference(tiny: MusiLingo, question: str | None) -> None:
+    audio = [tiny.encoder.encode([tone(5.0, 330.0)])[0], tiny.encoder.encode([tone(12.0, 220.0)])[0]]
+    targets = ["A calm piano piece in C major.", "Fast drums with a loud electric guitar and bass."]
+    questions = None if question is None else [question, "Which instrument leads?"]
+    ours = tiny.loss(audio, targets, questions)
+    _, _, labels = tiny.loss_inputs(audio, targets, questions)
+    total, count = 0.0, 0
+    for i, (a, t) in enumerate(zip(audio, targets, strict=True)):
+        ref, ref_labels = _reference_loss(tiny, a, None if questions is None else questions[i], t)
+        row = labels[i].tolist()
+        assert row[: len(ref_labels)] == ref_labels and set(row[len(ref_labels):]) <= {-100}
+        n = sum(1 for x in ref_labels if x != -100)
+        total, count = total + ref.item() * n, count + n
+    assert ours.item() == pytest.approx(total / count, abs=1e-5)
+
+
+def test_only_the_adapter_gets_gradients(tiny: MusiLingo) -> None:
+    tiny.zero_grad()
+    audio = tiny.encoder.encode([tone(6.0)])
+    tiny.loss(audio, ["a tone"], ["Describe it."]).backward()
+    assert tiny.adapter.weight.grad is not None and tiny.adapter.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny.llm.parameters())
+    assert all(p.grad is None for p in tiny.encoder.net.parameters())
+    tiny.zero_grad()
+
+
+def test_batched_left_padded_generation_equals_single(tiny: MusiLingo) -> None:
+    audio = [tiny.encoder.encode([tone(s, f)])[0] for s, f in ((4.5, 440.0), (14.0, 300.0))]
+    batch = tiny.generate(audio, ["Describe the music.", "What is the key?"], greedy=True, max_new_tokens=8)
+    for a, q, got in zip(audio, ["Describe the music.", "What is the key?"], batch, strict=True):
+        alone = tiny.generate([a], [q], greedy=True, max_new_tokens=8)[0]
+        assert got.token_ids == alone.token_ids
+        assert got.n_audio_tokens == a.shape[0]
+
+
+def test_stream_yields_the_same_text_as_generate(tiny: MusiLingo) -> None:
+    audio = tiny.encoder.encode([tone(5.0)])[0]
+    streamed = "".join(tiny.stream(audio, "What is playing?", greedy=True, max_new_tokens=10))
+    assert streamed.strip() == tiny.ask(audio, "What is playing?", greedy=True, max_new_tokens=10).text
+
+
+def test_history_keeps_audio_in_first_turn(tiny: MusiLingo) -> None:
+    audio = tiny.encoder.encode([tone(5.0)])[0]
+    pieces, n = tiny._prompt_pieces(audio, "And the tempo?", [("What instrument?", "A piano.")])
+    text_ids = tiny.tokenizer("</Audio> What instrument? ###Assistant: A piano.###Human: And the tempo? "
+                              "###Assistant: ", add_special_tokens=False).input_ids
+    assert pieces[1].shape[0] == audio.shape[0] and pieces[2].shape[0] == len(text_ids)
+    assert n == sum(p.shape[0] for p in pieces)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(0, 3000), window=st.integers(1, 700))
+def test_pooling_count_is_ceil(t: int, window: int) -> None:
+    frames = torch.arange(t * 2, dtype=torch.float32).reshape(t, 2)
+    pooled = pool_frames(frames, window)
+    assert pooled.shape == (math.ceil(t / window), 2)
+    if t:
+        assert torch.allclose(pooled[-1], frames[(pooled.shape[0] - 1) * window:].mean(0))
+
+
+def test_lite_frames_and_tokens_follow_mert_arithmetic() -> None:
+    lite = LiteFrontend()
+    for seconds, frames in ((10.0, 749), (1.0, 74), (30.0, 2249)):
+        n = int(seconds * 24000)
+        assert lite.num_frames(n) == frames
+        assert lite(torch.zeros(1, n)).shape == (1, frames, lite.dim)
+    encoder = Encoder.from_profile(load_profile("lite"))
+    assert [t.shape[0] for t in encoder.encode([tone(10.0), tone(30.0)])] == [3, 7]
+
+
+def test_chunked_encoding_equals_one_pass_when_context_covers_the_field() -> None:
+    """Chunks are whole pooling windows, so with enough context chunked tokens equal one-pass tokens."""
+    encoder = Encoder.from_profile(load_profile("lite", chunk_seconds=10.0, context_seconds=12.0))
+    wave = np.random.default_rng(0).standard_normal(24000 * 47).astype(np.float32) * 0.1
+    chunked = encoder.encode([wave])[0]
+    whole = pool_frames(encoder.net(torch.from_numpy(wave)[None])[0], 325)
+    assert chunked.shape == whole.shape == (11, encoder.dim)
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
+    assert encoder.chunk_samples == 2 * 325 * 320  # 10 s rounds to 2 whole windows (8.67 s)

@@ -1,0 +1,1 @@
+"""Training: synthetic labelled corpora and adapter training for the MusiLingo model."""
