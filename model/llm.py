@@ -52,15 +52,21 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
-def load_llm(location: str, device: str = "cpu", dtype: str = "auto", cache_dir: Path | None = None):
-    """Return (model, tokenizer), frozen and in eval mode; fp32 on CPU, fp16 on GPU unless told otherwise."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def local_folder(location: str, cache_dir: Path | None = None) -> Path:
+    """The HF folder for an LLM location, converting a GGUF file into the cache on first use."""
     path = resolve_path(location)
     if path.suffix == ".gguf":
         path = convert_gguf(path, Path(cache_dir or DEFAULT_CACHE_DIR / "models") / "llm-cache")
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"LLM folder {path} has no config.json")
+    return path
+
+
+def load_llm(location: str, device: str = "cpu", dtype: str = "auto", cache_dir: Path | None = None):
+    """Return (model, tokenizer), frozen and in eval mode; fp32 on CPU, fp16 on GPU unless told otherwise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = local_folder(location, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=_dtype(dtype, device))
     model.to(device).eval()

