@@ -1,0 +1,1 @@
+"""The pages of the app (search, track, library) and what they share."""
