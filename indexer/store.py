@@ -4,6 +4,13 @@ DuckDB lets one process write a file at a time, and a writing process locks read
 holds the file: the scan opens it for one short write transaction per batch, readers open it
 read-only per query, and both retry on a lock conflict with backoff (`busy_timeout`), so a user
 searching during a scan waits some milliseconds and never sees a lock error.
+
+Schema history (each step has a migration, run by `Catalog.create()` in one transaction):
+  1 -> 2  tags/embeddings/captions lose their FOREIGN KEYs: DuckDB refuses to delete a track or change
+          its path while child rows reference it, even inside the transaction that deletes them.
+
+`meta.generation` counts writes that changed a vector; a FAISS manifest that names another
+generation is stale (see indexer/vectors.py).
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
-    ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
@@ -32,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -61,14 +67,14 @@ tracks = Table(
 
 tags = Table(  # every raw tag as read, for display and keyword search
     "tags", metadata,
-    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("track_id", Integer, primary_key=True, autoincrement=False),
     Column("key", String(64), primary_key=True),
     Column("value", Text),
 )
 
 embeddings = Table(  # compressed encoder tokens [n_tokens, dim] as fp16 bytes, plus the track vector
     "embeddings", metadata,
-    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("track_id", Integer, primary_key=True, autoincrement=False),
     Column("encoder_version", String(32), nullable=False),
     Column("n_tokens", Integer, nullable=False),
     Column("dim", Integer, nullable=False),
@@ -78,7 +84,7 @@ embeddings = Table(  # compressed encoder tokens [n_tokens, dim] as fp16 bytes, 
 
 captions = Table(
     "captions", metadata,
-    Column("track_id", Integer, ForeignKey("tracks.id"), primary_key=True),
+    Column("track_id", Integer, primary_key=True, autoincrement=False),
     Column("pipeline_version", String(32), primary_key=True),
     Column("text", Text, nullable=False),
     Column("token_ids", Text),  # JSON list of generated ids
@@ -125,6 +131,7 @@ class Catalog:
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._checked = False
 
     def _engine(self, read_only: bool) -> Engine:
         return create_engine(f"duckdb:///{self.path}", poolclass=NullPool,
@@ -161,17 +168,91 @@ class Catalog:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read-only connection; the first one per Catalog checks the schema version."""
         if not self.path.exists():
             raise FileNotFoundError(f"no catalog at {self.path}: run `python -m indexer scan PATH` first")
         with self._connect(read_only=True) as conn:
+            if not self._checked:
+                found = self._version(conn)
+                if found != SCHEMA_VERSION:
+                    raise CatalogError(f"catalog {self.path} has schema version {found}, this code reads "
+                                       f"{SCHEMA_VERSION}: run `python -m indexer verify --repair` to migrate it")
+                self._checked = True
             yield conn
 
+    def _version(self, conn: Connection) -> int | None:
+        """The schema version; None for an empty file; CatalogError for a DuckDB file that is no catalog."""
+        tables = set(conn.execute(text("SELECT table_name FROM information_schema.tables")).scalars())
+        found = schema_version(conn) if "meta" in tables else None
+        if tables and found is None:
+            raise CatalogError(f"{self.path} is a DuckDB file but not a catalog (no schema_version); "
+                               "point --data-dir at another folder")
+        return found
+
+    def _refuse_newer(self, found: int | None) -> int | None:
+        if found is not None and found > SCHEMA_VERSION:
+            raise CatalogError(f"catalog {self.path} has schema version {found}, newer than this code "
+                               f"({SCHEMA_VERSION}); upgrade musilingo-search")
+        return found
+
+    def stored_version(self) -> int | None:
+        """The file's schema version, read without the check `read()` makes (for verify and migrations)."""
+        with self._connect(read_only=True) as conn:
+            return self._version(conn)
+
     def create(self) -> None:
-        """Create the tables, or check the schema version of an existing file."""
-        with self.write() as conn:
-            metadata.create_all(conn)
-            found = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
-            if found is None:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) != SCHEMA_VERSION:
-                raise RuntimeError(f"catalog {self.path} has schema version {found}, this code needs {SCHEMA_VERSION}")
+        """Create the tables, or migrate an older schema in one transaction; refuse unknown or newer files.
+
+        The version is read over a read-only connection first, so a refused file is never opened for writing.
+        """
+        found = self._refuse_newer(self.stored_version() if self.path.exists() else None)
+        if found != SCHEMA_VERSION:
+            with self.write() as conn:
+                found = self._refuse_newer(self._version(conn))  # again, now that we hold the file
+                if found is None:
+                    metadata.create_all(conn)
+                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                else:
+                    for version in range(found, SCHEMA_VERSION):
+                        MIGRATIONS[version](conn)
+                    metadata.create_all(conn)
+                    conn.execute(meta.update().where(meta.c.key == "schema_version")
+                                 .values(value=str(SCHEMA_VERSION)))
+        self._checked = True
+
+
+class CatalogError(RuntimeError):
+    """The catalog file cannot be used as it is; the message says what to do."""
+
+
+def schema_version(conn: Connection) -> int | None:
+    found = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+    return None if found is None else int(found)
+
+
+def _drop_foreign_keys(conn: Connection) -> None:
+    """1 -> 2: recreate the child tables without FOREIGN KEYs, keeping every row (DuckDB cannot drop a constraint)."""
+    for table in (tags, embeddings, captions):
+        conn.execute(text(f"CREATE TABLE {table.name}__v1 AS SELECT * FROM {table.name}"))
+        conn.execute(text(f"DROP TABLE {table.name}"))
+        table.create(conn)
+        names = ", ".join(c.name for c in table.columns)
+        conn.execute(text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {table.name}__v1"))
+        conn.execute(text(f"DROP TABLE {table.name}__v1"))
+
+
+MIGRATIONS = {1: _drop_foreign_keys}  # from version -> the step to the next one
+
+
+def generation(conn: Connection) -> int:
+    """How many vector-changing writes the catalog has seen (0 for a new one)."""
+    found = conn.execute(text("SELECT value FROM meta WHERE key = 'generation'")).scalar()
+    return int(found or 0)
+
+
+def bump_generation(conn: Connection) -> int:
+    """Count one more vector-changing write; call inside the write transaction that makes it."""
+    value = generation(conn) + 1
+    conn.execute(meta.delete().where(meta.c.key == "generation"))
+    conn.execute(meta.insert().values(key="generation", value=str(value)))
+    return value

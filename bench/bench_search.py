@@ -1,0 +1,263 @@
+"""Search latency and index choice on synthetic catalogs of 10k, 100k and 1M tracks.
+
+For each size: a real DuckDB catalog of synthetic rows (captions drawn from a music vocabulary with a
+Zipf law, so keyword posting lists are as skewed as real ones), the real keyword snapshot
+(search.fts.refresh_fts), and 384-d random unit vectors scattered around 2,000 centres that are the
+real MiniLM embeddings of synthetic captions. Real caption embeddings cluster by topic, and queries
+embedded by the same model land among them, so the engine gets its full 500 semantic candidates as in
+use (uniform random vectors in 384-d have no neighbours worth finding, so they would measure nothing
+about recall). Then, in one process:
+
+- exact (IndexFlatIP) vs HNSW (indexer.vectors.build_index): build time, single-query latency, and
+  HNSW recall@10 against the exact answer, on 200 held-out queries from the same distribution;
+- brute-force numpy (one matrix-vector product and argpartition) on the same queries;
+- the engine end to end (`SearchEngine.search`, query embedding by the real MiniLM included) on the
+  index kind `build_index(kind="auto")` picks, with and without filters, p50/p99;
+- peak RSS of the process.
+
+    python bench/bench_search.py --sizes 10000 100000 1000000 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from indexer.store import Catalog, generation  # noqa: E402
+from indexer.vectors import build_index, choose_kind, save_index  # noqa: E402
+
+DIM = 384
+N_CENTRES = 2000
+NOISE = 0.6  # per-coordinate spread around a centre, relative to the centre's; gives cosines of ~0.4-0.8
+K = 10
+BUILD_THREADS = 2  # index builds use both cores; every query runs on one (see main)
+# A caption vocabulary ranked by frequency: generic caption words first, then music words, then a long
+# tail. With 22 draws per caption from a Zipf law over it, "piano" appears in about one caption in ten
+# and the generic words in most, as in real model-written captions.
+GENERIC_WORDS = ("song music track features sound sounds melody instrumental recording piece style mood "
+                 "tempo rhythm played playing upbeat background tone texture").split()
+MUSIC_WORDS = (
+    "piano strings brass woodwind guitar organ synth violin cello trumpet saxophone flute bass drums "
+    "percussion choir vocals slow fast medium calm sad happy energetic tense melancholic joyful "
+    "peaceful dark bright warm ambient jazz rock pop electronic latin classical folk blues soul funk "
+    "major minor key chord harmony groove beat backbeat waltz dense sparse soft loud "
+    "gentle driving dreamy lush minimal acoustic electric distorted reverb echo solo ensemble orchestra "
+    "quartet lead line arpeggio riff swing shuffle ballad anthem lullaby march hymn nocturne techno").split()
+VOCABULARY = GENERIC_WORDS + MUSIC_WORDS + [f"tail{i}" for i in range(5000)]
+QUERIES = ["calm piano", "energetic rock with drums", "sad strings in a minor key", "dreamy ambient synth",
+           "fast jazz saxophone solo", "gentle acoustic guitar ballad", "dark electronic groove",
+           "happy latin percussion", "lush orchestra with choir", "slow blues guitar", "Artist 42",
+           "title 777", "loud distorted riff", "soft lullaby", "warm soul vocals", "minimal techno beat"]
+GENRES = ("Rock", "Pop", "Jazz", "Classical", "Electronic", "Ambient", "Latin", "Folk", "Blues", "Soul")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered_vectors(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        pick = centres[rng.integers(0, len(centres), m)]
+        out[start:start + m] = unit(pick + NOISE * rng.standard_normal((m, DIM)).astype(np.float32) / np.sqrt(DIM))
+    return out
+
+
+def make_catalog(data: Path, n: int, rng: np.random.Generator) -> None:
+    """n done tracks with synthetic tags and captions, written straight through DuckDB in bulk."""
+    import pyarrow as pa
+
+    catalog = Catalog(data / "catalog.duckdb")
+    catalog.create()
+    weights = 1.0 / np.arange(1, len(VOCABULARY) + 1)
+    words = np.array(VOCABULARY)[rng.choice(len(VOCABULARY), size=(n, 22), p=weights / weights.sum())]
+    texts = [" ".join(row) for row in words]
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    docs = pa.table({
+        "id": ids, "caption": texts,
+        "artist": [f"Artist {i}" for i in rng.integers(0, max(10, n // 50), n)],
+        "genre": np.array(GENRES)[rng.integers(0, len(GENRES), n)],
+        "year": rng.integers(1960, 2025, n).astype(np.int32),
+        "duration": rng.uniform(30, 600, n),
+    })
+    with catalog.write() as conn:
+        db = conn.connection.driver_connection
+        db.register("docs", docs)
+        db.execute("""INSERT INTO tracks (id, path, root, size, mtime, format, duration, title, artist, album,
+                          genre, year, track_no, status, encoder_version, pipeline_version, profile, indexed_at)
+                      SELECT id, '/bench/' || artist || '/' || id || '.mp3', '/bench', 1000, 0,
+                             ['mp3', 'flac', 'ogg', 'm4a', 'opus'][1 + id % 5], duration, 'Title ' || id,
+                             artist, artist || ' Album ' || (id % 7), genre, year, 1 + id % 12, 'done', 'e', 'p',
+                             'bench', TIMESTAMP '2024-01-01'
+                      FROM docs""")
+        db.execute("INSERT INTO captions (track_id, pipeline_version, text) SELECT id, 'p', caption FROM docs")
+        db.unregister("docs")
+
+
+def percentiles(ms: list[float]) -> dict:
+    q = np.percentile(ms, [50, 99])
+    return {"p50_ms": round(float(q[0]), 2), "p99_ms": round(float(q[1]), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+
+
+def timed(fn, queries) -> tuple[list, list[float]]:
+    out, ms = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        out.append(fn(q))
+        ms.append(1000 * (time.perf_counter() - t0))
+    return out, ms
+
+
+def caption_centres(embedder, rng: np.random.Generator) -> np.ndarray:
+    """Unit embeddings of N_CENTRES synthetic captions: where the synthetic vectors cluster."""
+    picks = np.array(MUSIC_WORDS)[rng.integers(0, len(MUSIC_WORDS), (N_CENTRES, 8))]
+    return embedder.encode([" ".join(row) for row in picks])
+
+
+def brute_force(vecs: np.ndarray, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
+    sims = vecs @ q
+    top = np.argpartition(-sims, K)[:K]
+    return ids[top[np.argsort(-sims[top])]]
+
+
+def top_ids(index, q: np.ndarray) -> np.ndarray:
+    return index.search(q[None], K)[1][0]
+
+
+def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndarray, seed: int = 0) -> dict:
+    import faiss
+    import psutil
+
+    from model.settings import load_settings
+    from search import Filters, SearchEngine, refresh_fts
+
+    rng = np.random.default_rng(seed)
+    data = workdir / f"n{n}"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    res: dict = {"tracks": n, "auto_kind": choose_kind(n)}
+    t0 = time.perf_counter()
+    make_catalog(data, n, rng)
+    res["catalog_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    refresh_fts(Catalog(data / "catalog.duckdb"))
+    res["keyword_snapshot_s"] = round(time.perf_counter() - t0, 1)
+
+    vecs = clustered_vectors(n, rng, centres)
+    queries = clustered_vectors(n_queries, rng, centres)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+
+    faiss.omp_set_num_threads(BUILD_THREADS)
+    t0 = time.perf_counter()
+    flat = build_index(ids, vecs, "flat")
+    res["flat_build_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    hnsw = build_index(ids, vecs, "hnsw")
+    res["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
+    faiss.omp_set_num_threads(1)
+
+    exact, ms = timed(partial(top_ids, flat), queries)
+    res["flat"] = percentiles(ms)
+    approx, ms = timed(partial(top_ids, hnsw), queries)
+    res["hnsw"] = percentiles(ms)
+    res["hnsw"]["recall_at_10"] = round(float(np.mean([len(set(a) & set(e)) / K for a, e in
+                                                       zip(approx, exact, strict=True)])), 4)
+
+    numpy_top, ms = timed(partial(brute_force, vecs, ids), queries)
+    res["numpy"] = percentiles(ms)
+    res["numpy"]["agrees_with_flat"] = round(float(np.mean([len(set(a) & set(e)) / K for a, e in
+                                                            zip(numpy_top, exact, strict=True)])), 4)
+
+    # The engine on the index the scan would build for this size, loaded from disk as in production.
+    chosen = hnsw if choose_kind(n) == "hnsw" else flat
+    with Catalog(data / "catalog.duckdb").read() as conn:
+        gen = generation(conn)
+    save_index(data, "text", chosen, gen, None)
+    del flat, hnsw, chosen, vecs
+    engine = SearchEngine(load_settings(data_dir=data), text_embedder=embedder)
+    texts = [QUERIES[i % len(QUERIES)] for i in range(n_queries)]
+    engine.search(texts[0])  # load the index and the stemmer
+    _, ms = timed(lambda t: embedder.encode([t]), texts)
+    res["embed"] = percentiles(ms)
+    results, ms = timed(lambda t: engine.search(t, top_k=20), texts)
+    res["engine"] = percentiles(ms)
+    res["engine"]["mean_total"] = round(statistics.fmean(r.total for r in results), 1)
+    filters = Filters(genre="Jazz", year_min=1990, year_max=2010, min_duration=120)
+    results, ms = timed(lambda t: engine.search(t, filters=filters, top_k=20), texts)
+    res["engine_filtered"] = percentiles(ms)
+    _, ms = timed(lambda t: engine.search("", filters=Filters(genre="Rock", year_min=2000), top_k=20,
+                                          offset=100), texts[: max(10, n_queries // 4)])
+    res["browse_filtered"] = percentiles(ms)
+    res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
+    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res["disk_mb"] = round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20)
+    return res
+
+
+def _pp(row: dict, key: str) -> str:
+    return f"{row[key]['p50_ms']:.1f} / {row[key]['p99_ms']:.1f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| tracks | index (auto) | exact p50/p99 ms | HNSW p50/p99 ms | HNSW recall@10 | numpy p50/p99 ms "
+            "| embed p50/p99 ms | engine p50/p99 ms | engine+filters p50/p99 ms | browse+filters p50/p99 ms "
+            "| HNSW build s | keyword snapshot s | serving RSS MB | peak RSS MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        pp = partial(_pp, r)
+        lines.append(f"| {r['tracks']:,} | {r['auto_kind']} | {pp('flat')} | {pp('hnsw')} | "
+                     f"{r['hnsw']['recall_at_10']:.3f} | {pp('numpy')} | {pp('embed')} | {pp('engine')} | "
+                     f"{pp('engine_filtered')} | {pp('browse_filtered')} | {r['hnsw_build_s']} | "
+                     f"{r['keyword_snapshot_s']} | {r['serving_rss_mb']:,} | {r['peak_rss_mb']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--queries", type=int, default=200, help="queries per measurement (default 200)")
+    p.add_argument("--workdir", help="where the synthetic data dirs go (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the synthetic data dirs")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = p.parse_args(argv)
+
+    import faiss
+    import torch
+
+    from model.textembed import TextEmbedder
+
+    # One short query at a time: one thread is fastest for the embedder and FAISS and fights nobody
+    # (with two, each single-query call pays OpenMP start-up and barrier waits).
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    embedder = TextEmbedder()
+    centres = caption_centres(embedder, np.random.default_rng(1))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-search-"))
+    rows = []
+    try:
+        for n in args.sizes:
+            rows.append(bench_size(n, args.queries, workdir, embedder, centres))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps({"results": rows}) if args.json else markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

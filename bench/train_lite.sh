@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The exact command sequence that produced model/weights/lite-adapter.safetensors (see docs/benchmarks.md,
+# "Training the lite adapter"). CPU only; run from the repository root. Each step resumes or skips work
+# already done, so the script can be re-run after an interruption.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+export PYTHONPATH=. HF_HUB_OFFLINE=1
+RUN=data/runs/lite
+
+# 1. Synthetic corpus: 1500 training clips (seed 101) and 200 held-out clips (seed 202), 10 s each.
+$PY -m training.synth --out data/synth/train --n 1500 --seed 101 --seconds 10 --workers 2
+$PY -m training.synth --out data/synth/heldout --n 200 --seed 202 --seconds 10 --workers 2
+
+# 2. Lite features (front-end + 325-frame pooling) cached once per clip.
+$PY -m training cache-features --dataset synth --root data/synth/train --out data/features/synth-train --profile lite
+$PY -m training cache-features --dataset synth --root data/synth/heldout --out data/features/synth-heldout --profile lite
+
+# 3. Stage 1 (captions, no prompt) then stage 2 (captioning instruction + QA), from the stage-1 adapter.
+mkdir -p $RUN
+$PY -m training pretrain --config training/configs/lite_pretrain.toml > $RUN/stage1.log 2>&1
+$PY -m training finetune --config training/configs/lite_finetune.toml > $RUN/stage2.log 2>&1
+
+# 4. Held-out evaluation with the no-audio baseline (greedy decoding).
+$PY -m training eval --dataset synth --root data/synth/heldout --cache data/features/synth-heldout --profile lite \
+    --adapter $RUN/stage2-adapter.safetensors --limit ${EVAL_CLIPS:-40} --qa-attributes instrument_family,tempo_class,mode \
+    --baseline --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
+
+# 5. Ship the adapter only if it beats the no-audio baseline on held-out attribute accuracy.
+$PY - <<'PYEOF'
+import json, shutil, sys
+rep = json.load(open("data/runs/lite/eval.json"))
+def mean_acc(run):
+    acc = rep[run]["caption_attribute_accuracy"]
+    return sum(v["accuracy"] for v in acc.values()) / len(acc)
+audio, base = mean_acc("audio"), mean_acc("no_audio")
+print(f"held-out caption attribute accuracy: audio {audio:.3f} vs no-audio baseline {base:.3f}")
+if audio <= base:
+    sys.exit("not shipped: the adapter does not beat the no-audio baseline")
+for ext in ("safetensors", "json"):
+    shutil.copy(f"data/runs/lite/stage2-adapter.{ext}", f"model/weights/lite-adapter.{ext}")
+print("shipped model/weights/lite-adapter.safetensors")
+PYEOF

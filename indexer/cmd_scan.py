@@ -1,0 +1,48 @@
+"""`python -m indexer scan PATH...`: index new, changed and stale files; keep moved ones; drop deleted ones."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from indexer.cli import emit
+from model.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("scan", parents=[common], help="scan library folders into the catalog",
+                       description="Scan library folders (default: the settings' roots) into the catalog. "
+                                   "Safe to interrupt: a rerun resumes where the last commit left off.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="library folders or files")
+    p.add_argument("--profile", help="model profile name or TOML path (default: settings)")
+    p.add_argument("--recaption", action="store_true", help="caption every track again from its stored tokens")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding: the same caption every time")
+    p.add_argument("--limit-seconds", type=float, metavar="S",
+                   help="index at most S seconds of each file (default: settings.max_track_seconds)")
+    p.add_argument("--commit-every", type=int, default=8, metavar="N", help="tracks per transaction (default 8)")
+    p.set_defaults(run=run)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the scan like Ctrl-C: committed work is kept
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.pipeline import scan
+    from model.config import load_profile
+
+    roots = args.paths or list(settings.roots)
+    profile = load_profile(args.profile or settings.profile, settings.data_dir)
+    signal.signal(signal.SIGTERM, _terminate)
+    summary = scan(roots, settings, profile, recaption=args.recaption, greedy=args.greedy,
+                   limit_seconds=args.limit_seconds, commit_every=max(1, args.commit_every), progress=not args.json)
+    c = summary.to_dict()["counts"]
+    lines = [f"scan {summary.scan_id} {summary.state}: {c['files']} files, {c['indexed']} indexed, {c['moved']} moved, "
+             f"{c['removed']} removed, {c['recaptioned']} recaptioned, {c['unchanged']} unchanged, "
+             f"{c['failed']} failed, {c['skipped_failed']} skipped (failed before, unchanged)",
+             f"audio: {summary.audio_seconds:.1f} s in {summary.wall_seconds:.1f} s "
+             f"({summary.audio_per_wall_second:.2f} audio seconds per wall second)"]
+    lines += [f"rebuilt {name} index: {'; '.join(problems)}" for name, problems in summary.index_repairs.items()]
+    lines += [f"failed: {f['path']}: {f['stage']}: {f['reason']}" for f in summary.failed]
+    emit(args, {"ok": summary.state == "finished", **summary.to_dict()}, "\n".join(lines))
+    return 0 if summary.state == "finished" else 130

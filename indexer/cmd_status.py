@@ -1,0 +1,79 @@
+"""`python -m indexer status`: what the catalog holds, what failed and why, and the last or running scan."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy import desc, func, select
+
+from indexer.cli import emit
+from indexer.store import Catalog, errors, generation, scans, tracks
+from indexer.vectors import NAMES, IndexFileError, read_manifest
+from indexer.writer import running_scan_pid
+from model.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="show catalog counts, failures and scan progress")
+    p.add_argument("--limit", type=int, default=50, help="failures to list (default 50)")
+    p.set_defaults(run=run)
+
+
+def status(settings: Settings, limit: int = 50) -> dict:
+    """Counts, failures with reasons, pipeline versions in use, the last scan and the FAISS indexes."""
+    catalog = Catalog(settings.catalog_path)
+    out: dict = {"catalog": str(settings.catalog_path), "exists": catalog.path.exists(), "tracks": {}, "failed": 0,
+                 "failures": [], "versions": [], "scan": None, "indexes": {}}
+    pid = running_scan_pid(settings.data_dir)
+    if not out["exists"]:
+        return out
+    with catalog.read() as conn:
+        out["tracks"] = {s: n for s, n in conn.execute(select(tracks.c.status, func.count()).group_by(tracks.c.status))}
+        out["audio_hours"] = round((conn.execute(select(func.sum(tracks.c.indexed_seconds))).scalar() or 0) / 3600, 3)
+        out["formats"] = dict(conn.execute(select(tracks.c.format, func.count()).group_by(tracks.c.format)).all())
+        out["failed"] = conn.execute(select(func.count()).select_from(errors)).scalar()
+        out["failures"] = [dict(r._mapping) for r in conn.execute(
+            select(errors.c.path, errors.c.stage, errors.c.reason, errors.c.failed_at)
+            .order_by(desc(errors.c.failed_at)).limit(limit))]
+        out["versions"] = [dict(r._mapping) for r in conn.execute(
+            select(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version, func.count().label("tracks"))
+            .group_by(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version))]
+        last = conn.execute(select(scans).order_by(desc(scans.c.id)).limit(1)).first()
+        gen = generation(conn)
+    if last is not None:
+        scan = dict(last._mapping)
+        if scan["state"] == "running" and pid is None:
+            scan["state"] = "interrupted"  # its process died without saying so
+        scan["pid"] = pid
+        scan["progress"] = round(scan["files_done"] / scan["files_total"], 4) if scan["files_total"] else None
+        out["scan"] = scan
+    for name in NAMES:
+        try:
+            m = read_manifest(settings.data_dir, name)
+        except IndexFileError as exc:
+            out["indexes"][name] = {"error": str(exc)}
+            continue
+        out["indexes"][name] = None if m is None else {
+            "count": m.count, "kind": m.kind, "dim": m.dim, "generation": m.generation, "current": m.generation == gen}
+    return out
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    s = status(settings, args.limit)
+    if not s["exists"]:
+        emit(args, {"ok": True, **s}, f"no catalog yet at {s['catalog']}: run `python -m indexer scan PATH`")
+        return 0
+    lines = [f"catalog {s['catalog']}: " + ", ".join(f"{n} {k}" for k, n in s["tracks"].items())
+             + f" tracks, {s['audio_hours']} h of audio indexed, {s['failed']} failed files"]
+    lines += [f"  {v['tracks']} tracks from profile {v['profile']} (encoder {v['encoder_version']}, "
+              f"pipeline {v['pipeline_version']})" for v in s["versions"]]
+    if s["scan"]:
+        sc = s["scan"]
+        lines.append(f"last scan {sc['id']}: {sc['state']}, {sc['files_done']}/{sc['files_total']} files, "
+                     f"{(sc['audio_seconds'] or 0):.0f} s audio, started {sc['started_at']}, heartbeat {sc['heartbeat']}")
+    for name, m in s["indexes"].items():
+        lines.append(f"{name} index: " + ("none" if m is None else m.get("error") or
+                                           f"{m['count']} vectors ({m['kind']}){'' if m['current'] else ', stale'}"))
+    lines += [f"failed: {f['path']}: {f['stage']}: {f['reason']}" for f in s["failures"]]
+    emit(args, {"ok": True, **s}, "\n".join(lines))
+    return 0

@@ -1,0 +1,381 @@
+"""The scan on Ray Data: the same decode -> encode -> caption work spread over a cluster, one writer.
+
+Why Ray: one machine's decoder processes and one model copy stop scaling at a few hundred thousand
+tracks. Here the driver walks the library and plans exactly as the single-process scan does
+(`indexer.discover`), then streams the jobs through Ray Data:
+
+    from_items(jobs) -> decode (CPU tasks, `indexer.decode.read_file`)
+                     -> encode (actor pool, one Encoder per actor, GPU share when GPUs exist)
+                     -> caption + text vector (actor pool, one MusiLingo per actor)
+
+Results come back to the driver in batches of `commit_every` rows; each is written as a Parquet
+shard to `<data_dir>/ray/<scan_id>/` and then committed by the indexer's own `Writer`, the one
+writer of the catalog and FAISS indexes. The driver writes the shards, so workers need no shared
+filesystem. The rest of a scan (moves, touches, deletions, recaptions, the scan's bookkeeping) is
+the single-process `scan`, run afterwards with nothing left to decode.
+
+Resume: a committed track is `done` in the catalog, so the next run's plan skips it. A driver that
+dies leaves its shard folder behind; the next run commits the rows of those shards that its plan
+still wants (same file, same size, mtime and fingerprint, same model versions) without computing
+them again, then deletes the folder. A worker or actor that dies is restarted by Ray and its batch
+retried (Ray Data's actor pools default to unlimited restarts and task retries).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import insert, update
+
+from indexer.decode import read_file
+from indexer.discover import Failure, FileEntry, Job, plan_scan, walk
+from indexer.pipeline import COMMIT_EVERY, Models, ScanSummary, _catalog_state, _each, _Scan, scan
+from indexer.store import Catalog, scans
+from indexer.tags import TrackTags
+from indexer.vectors import IndexSet
+from indexer.writer import FP16_MAX, Batch, CaptionResult, ScanLock, TrackResult, Writer
+from model.config import Profile, load_profile
+from model.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One row per file, filled stage by stage; a row with `stage` set failed there and carries `error`.
+SHARD_SCHEMA = pa.schema([
+    ("path", pa.string()), ("root", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+    ("fingerprint", pa.string()), ("track_id", pa.int64()), ("tags", pa.string()),
+    ("stage", pa.string()), ("error", pa.string()),
+    ("indexed_seconds", pa.float64()), ("encoder_version", pa.string()),
+    ("n_tokens", pa.int64()), ("dim", pa.int64()),
+    ("tokens", pa.large_binary()),  # fp16 [n_tokens, dim], row-major: what the catalog stores
+    ("vector", pa.binary()),  # fp32 unit track vector
+    ("caption", pa.string()), ("caption_token_ids", pa.list_(pa.int64())),
+    ("caption_vector", pa.binary()), ("pipeline_version", pa.string()),
+])
+DECODED_SCHEMA = SHARD_SCHEMA.append(pa.field("wave", pa.large_binary()))  # fp32 mono, dropped after encoding
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Ray resources per stage; fractional asks let small machines run all three stages at once."""
+
+    decode_cpus: float
+    actor_cpus: float
+    encode_gpus: float
+    caption_gpus: float
+    encode_actors: tuple[int, int]  # (min, max) pool size
+    caption_actors: tuple[int, int]
+
+
+def plan_stages(resources: dict[str, float], device: str = "auto") -> StagePlan:
+    """Size the stages from the cluster's resources.
+
+    With GPUs, each GPU holds one caption actor (0.8, the LLM is the bottleneck) and one encode
+    actor (0.2). Without, each model actor asks for a quarter of the CPUs (one at most) and each
+    decoder for half that, so a 2-core laptop still runs every stage instead of waiting on a
+    reservation. The decoders' ask always differs from the encoders', which keeps Ray Data from
+    fusing decoding into the encode actors, where it would run one file at a time.
+    """
+    cpus = max(float(resources.get("CPU", 1.0)), 0.5)
+    gpus = 0 if device == "cpu" else int(resources.get("GPU", 0))
+    if gpus:
+        return StagePlan(1.0, 1.0, 0.2, 0.8, (1, gpus), (1, gpus))
+    share = min(1.0, cpus / 4)
+    return StagePlan(share / 2, share, 0.0, 0.0, (1, max(1, int(cpus // 8))), (1, max(1, int(cpus // 4))))
+
+
+def _row(job: Job) -> dict:
+    e = job.entry
+    return {"path": e.path, "root": e.root, "size": e.size, "mtime": e.mtime, "fingerprint": job.fingerprint,
+            "track_id": job.track_id, "reason": job.reason}
+
+
+def _job(row: dict) -> Job:
+    entry = FileEntry(row["path"], row["root"], int(row["size"]), float(row["mtime"]))
+    return Job(entry, row["fingerprint"], row["track_id"], row["reason"])
+
+
+def _fail(row: dict, stage: str, reason: str) -> dict:
+    return {**row, "stage": stage, "error": reason, "wave": None}
+
+
+def decode_batch(batch: pa.Table, sample_rate: int, max_seconds: float) -> pa.Table:
+    """Ray task: tags and audio of each job with the single-process reader; a bad file becomes a failed row."""
+    out = []
+    for row in batch.to_pylist():
+        d = read_file(_job(row), sample_rate, max_seconds)
+        base = {k: row[k] for k in ("path", "root", "size", "mtime", "fingerprint", "track_id")}
+        base["tags"] = json.dumps(asdict(d.tags))
+        if d.error is not None:
+            out.append(_fail(base, "decode", d.error))
+        else:
+            out.append({**base, "wave": d.wave.astype(np.float32, copy=False).tobytes()})
+    return pa.Table.from_pylist(out, schema=DECODED_SCHEMA)
+
+
+class EncodeStage:
+    """Ray actor: the profile's encoder, loaded once; waves in, fp16 tokens and the track vector out."""
+
+    def __init__(self, profile: Profile, settings: Settings) -> None:
+        self.models = Models(profile, settings)
+        self.version = profile.version("encoder")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from model.encoder import track_vector
+
+        encoder = self.models.encoder
+        rows = batch.to_pylist()
+        todo = [r for r in rows if r["stage"] is None]
+        waves = [np.frombuffer(r["wave"], dtype=np.float32) for r in todo]
+        encoded, bad = _each(lambda idx: encoder.encode([waves[i] for i in idx]), list(range(len(todo))))
+        for i, reason in bad:
+            todo[i].update(_fail(todo[i], "encode", reason))
+        for i, tokens in encoded:
+            row, seconds = todo[i], waves[i].size / encoder.sample_rate
+            if tokens.shape[0] == 0:
+                row.update(_fail(row, "encode", f"too short to encode ({1000 * seconds:.0f} ms of audio)"))
+                continue
+            half = tokens.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
+            row.update(wave=None, indexed_seconds=seconds, encoder_version=self.version,
+                       n_tokens=int(half.shape[0]), dim=int(half.shape[1]), tokens=half.numpy().tobytes(),
+                       vector=track_vector(tokens).tobytes())
+        return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA).drop_columns(["wave"])
+
+
+class CaptionStage:
+    """Ray actor: MusiLingo and the text embedder, loaded once; stored fp16 tokens in, caption and its vector out."""
+
+    def __init__(self, profile: Profile, settings: Settings, greedy: bool, max_new_tokens: int | None) -> None:
+        # The single-process scan's captioning, minus its writer and progress bar (never touched by caption()).
+        self.scan = _Scan(settings, profile, Models(profile, settings), None, None, greedy, max_new_tokens, 1, None)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        todo = [r for r in rows if r["stage"] is None]
+        tokens = [np.frombuffer(r["tokens"], dtype=np.float16).reshape(r["n_tokens"], r["dim"]) for r in todo]
+        captioned, bad = self.scan.caption(tokens)
+        for i, reason in bad:
+            todo[i].update(stage="caption", error=reason)
+        for i, cap in captioned:
+            todo[i].update(caption=cap.text, caption_token_ids=[int(t) for t in cap.token_ids],
+                           caption_vector=np.asarray(cap.text_vector, np.float32).tobytes(),
+                           pipeline_version=cap.pipeline_version)
+        return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+
+
+def shard_batch(table: pa.Table, profile: str) -> Batch:
+    """The writer's input for a shard: finished tracks, and failures as rows for the errors table."""
+    batch = Batch(files_done=table.num_rows)
+    for r in table.to_pylist():
+        entry = FileEntry(r["path"], r["root"], r["size"], r["mtime"])
+        if r["stage"] is not None:
+            batch.failures.append(Failure(entry.path, entry.root, r["stage"], r["error"], entry.size, entry.mtime,
+                                          r["track_id"]))
+            continue
+        tokens = np.frombuffer(r["tokens"], dtype=np.float16).reshape(r["n_tokens"], r["dim"])
+        caption = CaptionResult(r["caption"], r["caption_token_ids"],
+                                np.frombuffer(r["caption_vector"], dtype=np.float32), r["pipeline_version"])
+        tags = json.loads(r["tags"])
+        batch.tracks.append(TrackResult(
+            entry=entry, fingerprint=r["fingerprint"], tags=TrackTags(**tags), indexed_seconds=r["indexed_seconds"],
+            profile=profile, encoder_version=r["encoder_version"], tokens=tokens,
+            vector=np.frombuffer(r["vector"], dtype=np.float32), caption=caption, track_id=r["track_id"]))
+        batch.audio_seconds += r["indexed_seconds"]
+    return batch
+
+
+def shard_dir(data_dir: str | Path, scan_id: int) -> Path:
+    return Path(data_dir) / "ray" / str(scan_id)
+
+
+def _write_shard(folder: Path, number: int, table: pa.Table) -> Path:
+    """Atomically: a shard is complete or absent, so a leftover one is safe to commit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"shard-{number:06d}.parquet"
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _leftover_rows(data_dir: Path, jobs: list[Job], encoder_version: str, pipeline_version: str,
+                   current: int) -> tuple[pa.Table | None, list[Path]]:
+    """Rows of earlier runs' shards that this plan still wants, and those runs' folders (to delete)."""
+    folders = [p for p in (data_dir / "ray").glob("*") if p.is_dir() and p.name != str(current)]
+    wanted = {(j.entry.path, j.entry.size, j.entry.mtime, j.fingerprint): j for j in jobs}
+    keep: dict[str, dict] = {}
+    for folder in folders:
+        for shard in sorted(folder.glob("shard-*.parquet")):
+            for r in pq.read_table(shard, schema=SHARD_SCHEMA).to_pylist():
+                job = wanted.get((r["path"], r["size"], r["mtime"], r["fingerprint"]))
+                fresh = r["stage"] is not None or (r["encoder_version"], r["pipeline_version"]) == (
+                    encoder_version, pipeline_version)
+                if job is not None and fresh:
+                    keep[r["path"]] = {**r, "track_id": job.track_id}  # the plan knows the current row id
+    table = pa.Table.from_pylist(list(keep.values()), schema=SHARD_SCHEMA) if keep else None
+    return table, folders
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def compute_shards(jobs: list[Job], settings: Settings, profile: Profile, folder: Path, *, greedy: bool = False,
+                   max_new_tokens: int | None = None, max_seconds: float | None = None,
+                   commit_every: int = COMMIT_EVERY, progress: bool = False) -> Iterator[pa.Table]:
+    """Run `jobs` through Ray Data and yield each batch of finished rows once its shard is on disk in `folder`.
+
+    Needs a connected Ray cluster. Writes nothing else: the caller commits each batch, so the shards
+    of a driver that dies between the two are what the next run recovers.
+    """
+    import ray
+    import ray.data
+
+    def pool(sizes: tuple[int, int]) -> ray.data.ActorPoolStrategy:
+        return ray.data.ActorPoolStrategy(min_size=sizes[0], max_size=sizes[1])
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    stages = plan_stages(ray.cluster_resources(), settings.device)
+    decode_args = {"sample_rate": _encoder_sample_rate(profile),
+                   "max_seconds": max_seconds or settings.max_track_seconds}
+    ds = ray.data.from_items([_row(j) for j in jobs], override_num_blocks=max(1, math.ceil(len(jobs) / 4)))
+    ds = ds.map_batches(decode_batch, batch_size=4, batch_format="pyarrow", num_cpus=stages.decode_cpus,
+                        fn_kwargs=decode_args)
+    ds = ds.map_batches(EncodeStage, batch_size=commit_every, batch_format="pyarrow",
+                        fn_constructor_args=(profile, settings), compute=pool(stages.encode_actors),
+                        num_cpus=stages.actor_cpus, num_gpus=stages.encode_gpus)
+    ds = ds.map_batches(CaptionStage, batch_size=max(1, settings.caption_batch_size), batch_format="pyarrow",
+                        fn_constructor_args=(profile, settings, greedy, max_new_tokens),
+                        compute=pool(stages.caption_actors), num_cpus=stages.actor_cpus,
+                        num_gpus=stages.caption_gpus)
+    for number, table in enumerate(ds.iter_batches(batch_size=commit_every, batch_format="pyarrow")):
+        _write_shard(folder, number, table)
+        yield table
+
+
+def _encoder_sample_rate(profile: Profile) -> int:
+    """The rate the decoders resample to, read without loading encoder weights on the driver."""
+    if profile.encoder == "lite":
+        from model.frontend import LiteFrontend
+
+        return LiteFrontend.sample_rate
+    from model.config import resolve_path
+
+    config = json.loads((resolve_path(profile.encoder_path) / "preprocessor_config.json").read_text())
+    return int(config["sampling_rate"])
+
+
+def _index_with_ray(roots: list[str], settings: Settings, profile: Profile, summary: ScanSummary,
+                    greedy: bool, max_new_tokens: int | None, max_seconds: float, commit_every: int,
+                    progress: bool) -> None:
+    """Under the scan lock: plan, commit leftover shards, then run the Ray pipeline and commit its batches."""
+    catalog = Catalog(settings.catalog_path)
+    catalog.create()
+    with catalog.write() as conn:
+        summary.scan_id = conn.execute(insert(scans).values(
+            started_at=_now(), heartbeat=_now(), roots=json.dumps(summary.roots), profile=profile.name,
+            state="running", files_total=0, files_done=0, audio_seconds=0.0).returning(scans.c.id)).scalar_one()
+    indexes = IndexSet(catalog, settings.data_dir)
+    summary.index_repairs = {k: v for k, v in indexes.open(summary.scan_id).items() if v}
+    writer = Writer(catalog, indexes, summary.scan_id)
+    folder = shard_dir(settings.data_dir, summary.scan_id)
+    try:
+        known, failed = _catalog_state(catalog)
+        found = walk(roots)
+        summary.files_total = len(found.files)
+        jobs = plan_scan(found, known, failed, summary.encoder_version, summary.pipeline_version).index
+        leftover, old = _leftover_rows(Path(settings.data_dir), jobs, summary.encoder_version,
+                                       summary.pipeline_version, summary.scan_id)
+        if leftover is not None:
+            _commit(writer, leftover, summary)
+            recovered = set(leftover.column("path").to_pylist())
+            jobs = [j for j in jobs if j.entry.path not in recovered]
+            log.info("committed %d tracks from the shards of an earlier run", len(recovered))
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        if not jobs:
+            summary.state = "finished"
+            return
+        for table in compute_shards(jobs, settings, profile, folder, greedy=greedy, max_new_tokens=max_new_tokens,
+                                    max_seconds=max_seconds, commit_every=commit_every, progress=progress):
+            _commit(writer, table, summary)
+        shutil.rmtree(folder, ignore_errors=True)
+        summary.state = "finished"
+    except KeyboardInterrupt:
+        summary.state = "interrupted"
+    except BaseException as exc:
+        summary.state, summary.error = "interrupted", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        writer.close()
+        with catalog.write() as conn:
+            conn.execute(update(scans).where(scans.c.id == summary.scan_id).values(
+                state=summary.state, finished_at=_now(), heartbeat=_now(), files_total=summary.files_total,
+                summary=json.dumps(summary.to_dict()["counts"] | {"engine": "ray", "error": summary.error})))
+
+
+def _commit(writer: Writer, table: pa.Table, summary: ScanSummary) -> None:
+    batch = shard_batch(table, summary.profile)
+    done = writer.commit(batch)
+    summary.indexed += done.track_ids
+    summary.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
+    summary.audio_seconds += batch.audio_seconds
+
+
+def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None = None, address: str | None = None,
+                 *, recaption: bool = False, greedy: bool = False, max_new_tokens: int | None = None,
+                 limit_seconds: float | None = None, commit_every: int = COMMIT_EVERY,
+                 progress: bool = False) -> ScanSummary:
+    """`indexer.pipeline.scan` with the decode/encode/caption work on a Ray cluster.
+
+    `address`: a running cluster ("auto", "ray://head:10001", "10.0.0.1:6379"); None joins the
+    cluster this process already uses, else starts a local one. Same arguments and summary as
+    `scan`, plus the scan's id and counts for the Ray part. Raises ScanBusyError if another scan
+    holds the data dir.
+    """
+    import ray
+
+    if not roots:
+        raise ValueError("no library folders given: pass PATH... or set roots in the settings")
+    profile = profile or load_profile(settings.profile, settings.data_dir)
+    started = time.monotonic()
+    ours = not ray.is_initialized()
+    if ours:
+        ray.init(address=address, include_dashboard=False, log_to_driver=progress)
+    summary = ScanSummary(None, [str(r) for r in roots], profile.name, profile.version("encoder"), profile.version())
+    try:
+        with ScanLock(settings.data_dir):
+            _index_with_ray(summary.roots, settings, profile, summary, greedy, max_new_tokens,
+                            limit_seconds or settings.max_track_seconds, commit_every, progress)
+    finally:
+        if ours:
+            ray.shutdown()
+    if summary.state != "finished":
+        summary.wall_seconds = time.monotonic() - started
+        return summary
+    # Moves, touches, deletions, recaptions and discovery failures: the single-process scan, which
+    # now finds nothing to decode. Its counts are merged into ours.
+    rest = scan(summary.roots, settings, profile, recaption=recaption, greedy=greedy, max_new_tokens=max_new_tokens,
+                limit_seconds=limit_seconds, commit_every=commit_every, progress=progress)
+    ours_failed = {f["path"] for f in summary.failed}
+    merged = replace(
+        rest, scan_id=summary.scan_id, indexed=summary.indexed + rest.indexed,
+        unchanged=max(0, rest.unchanged - len(summary.indexed)),
+        skipped_failed=max(0, rest.skipped_failed - len(ours_failed)),
+        failed=summary.failed + [f for f in rest.failed if f["path"] not in ours_failed],
+        index_repairs=summary.index_repairs | rest.index_repairs,
+        audio_seconds=summary.audio_seconds + rest.audio_seconds, wall_seconds=time.monotonic() - started)
+    return merged

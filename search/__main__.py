@@ -1,0 +1,144 @@
+"""`python -m search "query"`: search the catalog from a shell; `--like` for "more like this".
+
+Output: one line per hit (score, artist – title, duration, caption excerpt); with `--json`, one JSON
+object per hit on stdout (track id, path, tags, caption, scores and the explanation fields) and the
+total and any message as one JSON object on stderr. `--stats`, `--facets`, `--track ID` and
+`--refresh-keywords` print one object. Errors exit with status 2 ({"ok": false, "error": ...} with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXCERPT_CHARS = 90
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search", description="Search the indexed music library in words.")
+    p.add_argument("query", nargs="?", default="", help="what to look for, e.g. 'calm piano at night'")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--like", metavar="PATH_OR_TRACK_ID", help="tracks that sound like this file or track id")
+    mode.add_argument("--track", type=int, metavar="ID", help="print everything stored about one track")
+    mode.add_argument("--stats", action="store_true", help="catalog counts, failures, versions, last scan")
+    mode.add_argument("--facets", action="store_true", help="values available for the filters")
+    mode.add_argument("--refresh-keywords", action="store_true", help="rebuild the keyword (BM25) index now")
+    p.add_argument("--top-k", type=int, default=20, metavar="K", help="hits to show (default 20, at most 200)")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N hits (pagination)")
+    p.add_argument("--artist")
+    p.add_argument("--album")
+    p.add_argument("--genre")
+    p.add_argument("--year-min", type=int, metavar="Y")
+    p.add_argument("--year-max", type=int, metavar="Y")
+    p.add_argument("--min-duration", type=float, metavar="S", help="seconds")
+    p.add_argument("--max-duration", type=float, metavar="S", help="seconds")
+    p.add_argument("--format", help="file format, e.g. mp3 or flac")
+    p.add_argument("--root", help="a library root or a folder below one")
+    p.add_argument("--json", action="store_true", help="machine-readable output (see the module docstring)")
+    p.add_argument("--data-dir", help="where the catalog and indexes live (default: settings)")
+    p.add_argument("--profile", help="model profile for query embedding and --like files (default: settings)")
+    p.add_argument("--config", help="settings TOML (default: $MUSILINGO_CONFIG or <data-dir>/config.toml)")
+    return p
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?:??"
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _line(hit) -> str:
+    caption = " ".join((hit.caption or "").split())
+    if len(caption) > EXCERPT_CHARS:
+        caption = caption[: EXCERPT_CHARS - 1].rstrip() + "…"
+    name = f"{hit.artist or 'Unknown artist'} – {hit.title or Path(hit.path).name}"
+    return f"{hit.score:8.4f}  {name}  {_duration(hit.duration)}  {caption}"
+
+
+def _print_hits(hits: list, args: argparse.Namespace, total: int, message: str) -> None:
+    if args.json:
+        for hit in hits:
+            print(json.dumps(hit.to_dict(), ensure_ascii=False, default=str))
+        print(json.dumps({"total": total, "message": message}, ensure_ascii=False), file=sys.stderr)
+        return
+    if message:
+        print(message, file=sys.stderr)
+    if hits:
+        print(f"{total} tracks; showing {args.offset + 1}-{args.offset + len(hits)}", file=sys.stderr)
+    for hit in hits:
+        print(_line(hit))
+
+
+def _print_object(obj: dict, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(obj, ensure_ascii=False, default=str))
+    else:
+        for key, value in obj.items():
+            print(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import faiss
+    import torch
+
+    from indexer.store import Catalog
+    from model.settings import load_settings
+    from search.engine import Filters, SearchEngine
+    from search.fts import refresh_fts
+
+    # One short query at a time: one thread embeds and searches it fastest and fights no other process.
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    settings = load_settings(args.config, data_dir=args.data_dir, profile=args.profile)
+    if args.refresh_keywords:
+        _print_object(refresh_fts(Catalog(settings.catalog_path)), args)
+        return 0
+    engine = SearchEngine(settings)
+    if args.stats:
+        _print_object(engine.stats(), args)
+        return 0
+    if args.facets:
+        _print_object(engine.facets(), args)
+        return 0
+    if args.track is not None:
+        _print_object(engine.track(args.track), args)
+        return 0
+    filters = Filters(artist=args.artist, album=args.album, genre=args.genre, year_min=args.year_min,
+                      year_max=args.year_max, min_duration=args.min_duration, max_duration=args.max_duration,
+                      format=args.format, root=args.root)
+    if args.like:
+        if Path(args.like).is_file():
+            hits = engine.like_audio(args.like, top_k=args.top_k, filters=filters)
+        elif args.like.strip().isdigit():
+            hits = engine.like_track(int(args.like), top_k=args.top_k, filters=filters)
+        else:
+            raise FileNotFoundError(f"--like {args.like}: neither an audio file nor a track id")
+        _print_hits(hits, args, len(hits), "")
+        return 0
+    result = engine.search(args.query, filters=filters, top_k=args.top_k, offset=args.offset)
+    _print_hits(result.hits, args, result.total, result.message)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from indexer.store import CatalogError
+    from model.config import ModelNotFoundError
+    from search.engine import SearchError
+
+    args = _parser().parse_args(argv)
+    try:
+        return run(args)
+    except (SearchError, CatalogError, ModelNotFoundError, FileNotFoundError, KeyError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if args.json:
+            print(json.dumps({"ok": False, "error": reason}, ensure_ascii=False))
+        else:
+            print(f"error: {reason}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

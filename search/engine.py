@@ -1,0 +1,414 @@
+"""The search engine the UI and the CLI share: natural-language search, more like this, track details.
+
+Each call opens the catalog read-only for one query and closes it (a scan in another process writes
+between our queries); the text embedder, the stemmer and the FAISS indexes are loaded once, lazily,
+and the indexes are reloaded when the scan rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import torch
+from sqlalchemy import func, select
+
+from indexer.store import Catalog, CatalogError, captions, embeddings, errors, scans, tags, tracks
+from model.audio import AudioDecodeError
+from model.config import load_profile
+from model.settings import Settings
+from model.textembed import TextEmbedder
+from search import rank
+from search.ann import EXACT_SUBSET_MAX, VectorIndex
+from search.fts import Stemmer, attach_snapshot
+from search.query import ParsedQuery, parse_query
+
+MAX_TOP_K = 200
+MAX_OFFSET = 10_000
+
+
+class SearchError(ValueError):
+    """A request the engine cannot answer (unknown track, unreadable audio); the message is for users."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions that combine with any query; None means no restriction. Text fields ignore case."""
+
+    artist: str | None = None  # the artist or the album artist
+    album: str | None = None
+    genre: str | None = None
+    year_min: int | None = None
+    year_max: int | None = None
+    min_duration: float | None = None  # seconds
+    max_duration: float | None = None
+    format: str | None = None  # file format as stored, e.g. "mp3" or "flac"
+    root: str | None = None  # a library root, or any folder below one
+
+    def active(self) -> bool:
+        return any(getattr(self, f.name) not in (None, "") for f in fields(self))
+
+    def sql(self) -> tuple[str, dict]:
+        """An `AND ...` fragment over the alias `t` and its parameters; values are always bound."""
+        parts: list[str] = []
+        params: dict = {}
+        text_eq = {"album": "lower(t.album) = lower($f_album)", "genre": "lower(t.genre) = lower($f_genre)",
+                   "artist": "(lower(t.artist) = lower($f_artist) OR lower(t.album_artist) = lower($f_artist))"}
+        for name, clause in text_eq.items():
+            value = getattr(self, name)
+            if value not in (None, ""):
+                parts.append(clause)
+                params[f"f_{name}"] = str(value).strip()
+        bounds = {"year_min": "t.year >= $f_year_min", "year_max": "t.year <= $f_year_max",
+                  "min_duration": "t.duration >= $f_min_duration", "max_duration": "t.duration <= $f_max_duration"}
+        for name, clause in bounds.items():
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(clause)
+                params[f"f_{name}"] = int(value) if name.startswith("year") else float(value)
+        if self.format:
+            parts.append("lower(t.format) = lower($f_format)")
+            params["f_format"] = self.format.strip().lstrip(".")
+        if self.root:
+            parts.append("(t.root = $f_root OR starts_with(t.path, $f_root_dir))")
+            root = self.root.rstrip("/") or "/"
+            params.update(f_root=root, f_root_dir=root.rstrip("/") + "/")
+        return "".join(f" AND {p}" for p in parts), params
+
+
+@dataclass
+class Hit:
+    """One result; `reasons` and the score fields say why it matched (for display and highlighting)."""
+
+    track_id: int
+    path: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    genre: str | None
+    year: int | None
+    duration: float | None
+    format: str | None
+    root: str | None
+    caption: str | None
+    score: float  # what the list is ordered by: fused score, or audio similarity for like-queries
+    semantic: float | None = None  # cosine of the query and the caption embedding
+    keyword: float | None = None  # BM25 over caption, title, artist, album, genre and tags
+    audio: float | None = None  # cosine of the track vectors, for "more like this"
+    matched_terms: list[str] = field(default_factory=list)  # words as they occur in the track's text
+    matched_fields: dict[str, list[str]] = field(default_factory=dict)  # field -> those words
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    total: int  # how many tracks match in all (pages are slices of these)
+    message: str = ""  # for the user: why there are no hits, or what was changed in the query
+
+
+def _hit(row: dict, **extra: object) -> Hit:
+    names = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root", "caption")
+    return Hit(track_id=int(row["id"]), **{n: row.get(n) for n in names}, **extra)
+
+
+def _rows(db: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = None) -> list[dict]:
+    cur = db.execute(sql, params or {})
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+class SearchEngine:
+    """Search a catalog built by `python -m indexer scan`. Safe to share between threads."""
+
+    def __init__(self, settings: Settings, text_embedder: TextEmbedder | None = None) -> None:
+        self.settings = settings
+        self.catalog = Catalog(settings.catalog_path)
+        self.text_index = VectorIndex(settings.data_dir, "text")
+        self.audio_index = VectorIndex(settings.data_dir, "audio")
+        self._embedder = text_embedder
+        self._stemmer: Stemmer | None = None
+        self._encoder = None
+        self._lock = threading.Lock()
+
+    # -- lazily loaded parts -------------------------------------------------------------------------
+    @property
+    def profile(self):
+        return load_profile(self.settings.profile, self.settings.data_dir)
+
+    def embedder(self) -> TextEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = TextEmbedder(self.profile.text_embedder)
+            return self._embedder
+
+    def stemmer(self) -> Stemmer:
+        with self._lock:
+            if self._stemmer is None:
+                self._stemmer = Stemmer()
+            return self._stemmer
+
+    def encoder(self):
+        from model.encoder import Encoder
+
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = Encoder.from_profile(self.profile, device=self.settings.resolved_device())
+            return self._encoder
+
+    # -- search ----------------------------------------------------------------------------------------
+    def search(self, query: str, filters: Filters | None = None, top_k: int = 20, offset: int = 0) -> SearchResult:
+        """Hybrid search; never raises for any query text: problems come back in `message`."""
+        filters = filters or Filters()
+        top_k = max(1, min(int(top_k), MAX_TOP_K))
+        offset = max(0, min(int(offset), MAX_OFFSET))
+        parsed = parse_query(query)
+        notes = list(parsed.notes)
+        try:
+            filter_sql, params = filters.sql()
+        except (TypeError, ValueError) as exc:
+            return SearchResult([], 0, f"Invalid filter value: {exc}")
+        params.update(limit=top_k, offset=offset)
+        if parsed.empty:
+            return self._browse(filter_sql, params, notes)
+        if not parsed.words:
+            return SearchResult([], 0, " ".join([*notes, "The query has no words to search for; describe the "
+                                                "music or name an artist, album or title."]))
+        try:
+            return self._search(parsed, filters, filter_sql, params, notes)
+        except (FileNotFoundError, CatalogError) as exc:
+            return SearchResult([], 0, str(exc))
+
+    def _browse(self, filter_sql: str, params: dict, notes: list[str]) -> SearchResult:
+        try:
+            with self.catalog.read() as conn:
+                rows = _rows(conn.connection.driver_connection, rank.browse_sql(filter_sql), params)
+        except (FileNotFoundError, CatalogError) as exc:
+            return SearchResult([], 0, str(exc))
+        total = int(rows[0]["total"]) if rows else self._count(filter_sql, params)
+        if not total:
+            notes.append("No tracks match the filters." if filter_sql else "The library has no indexed tracks yet.")
+        else:
+            what = "tracks matching the filters" if filter_sql else "the whole library"
+            notes.append(f"No query: listing {what} by artist, album and track.")
+        hits = [_hit(r, score=0.0, reasons=["listed by artist, album and track"]) for r in rows]
+        return SearchResult(hits, total, " ".join(notes))
+
+    def _count(self, filter_sql: str, params: dict) -> int:
+        sql = f"SELECT count(*) FROM tracks t WHERE t.status = 'done' {filter_sql}"
+        bound = {k: v for k, v in params.items() if k.startswith("f_")}
+        with self.catalog.read() as conn:
+            return int(conn.connection.driver_connection.execute(sql, bound).fetchone()[0])
+
+    def _allowed(self, db: duckdb.DuckDBPyConnection, filters: Filters, filter_sql: str,
+                 params: dict) -> tuple[np.ndarray | None, int | None]:
+        """The ids passing the filters when few enough to score exactly, and how many pass (None: no filter)."""
+        if not filters.active():
+            return None, None
+        bound = {k: v for k, v in params.items() if k.startswith("f_")}
+        where = f"FROM tracks t WHERE t.status = 'done' {filter_sql}"
+        total = int(db.execute(f"SELECT count(*) {where}", bound).fetchone()[0])
+        if total > EXACT_SUBSET_MAX:
+            return None, total
+        return db.execute(f"SELECT t.id {where}", bound).fetchnumpy()["id"].astype(np.int64), total
+
+    def _search(self, parsed: ParsedQuery, filters: Filters, filter_sql: str, params: dict,
+                notes: list[str]) -> SearchResult:
+        stemmer = self.stemmer()
+        if not stemmer.ok and stemmer.error not in notes:
+            notes.append(stemmer.error)
+        semantic = self.text_index.available
+        vec = self.embedder().encode([parsed.text])[0] if semantic else None  # before holding the catalog
+        with self.catalog.read() as conn:
+            db = conn.connection.driver_connection
+            snapshot = attach_snapshot(db, self.catalog) if stemmer.ok else None
+            termids: list[int] | None = None
+            terms: list[str] | None = None  # index terms matched: what explanations highlight
+            like_words: list[str] = list(parsed.words)
+            if snapshot is not None:
+                found = db.execute("SELECT termid, term, df FROM kw.kw_terms WHERE term IN (SELECT unnest($s))",
+                                   {"s": stemmer.stems(parsed.words)}).fetchall()
+                terms = [term for _, term, _ in found]
+                rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
+                termids = rare or [t for t, _, _ in found]
+                if not int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0]):
+                    like_words = []  # nothing indexed since the snapshot: BM25 covers every track
+            else:
+                notes.append("The keyword index has not been built yet, so keywords are matched as plain text.")
+            sem_ids: list[int] = []
+            sem_sims: list[float] = []
+            if vec is not None:
+                allowed, allowed_total = self._allowed(db, filters, filter_sql, params)
+                ids, sims = self.text_index.search(vec, rank.SEMANTIC_DEPTH, allowed, allowed_total)
+                keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
+                sem_ids, sem_sims = ids[keep].tolist(), sims[keep].astype(float).tolist()
+            else:
+                notes.append("The semantic index has not been built yet (run `python -m indexer scan`); "
+                             "showing keyword matches only.")
+            params.update(text=parsed.text, sem_ids=sem_ids, sem_sims=sem_sims)
+            params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
+            sql = rank.search_sql(rank.keyword_sql(termids, len(like_words)), filter_sql, snapshot is not None)
+            rows = _rows(db, sql, params)
+            if rows or not params["offset"]:
+                total = int(rows[0]["total"]) if rows else 0
+            else:  # a page past the end: the total still comes from the first row
+                first = _rows(db, sql, {**params, "offset": 0, "limit": 1})
+                total = int(first[0]["total"]) if first else 0
+        hits = self._explain(rows, terms, parsed.words)
+        if not total:
+            notes.append("No tracks match" + (" these filters and" if filters.active() else "") + " the query.")
+        return SearchResult(hits, total, " ".join(notes))
+
+    def _explain(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...]) -> list[Hit]:
+        """Hits with the words to highlight per field: the index terms matched, as written in each field
+        (or, without a keyword snapshot, the query words found as substrings)."""
+        names = ("caption", "title", "artist", "album", "genre")
+        texts = [str(r.get(n) or "") for r in rows for n in names]
+        if terms is not None:
+            found = self.stemmer().surface_matches(texts, terms)
+        else:
+            found = [[w for w in words if w in t.lower()] for t in texts]
+        hits = []
+        for i, row in enumerate(rows):
+            per_field = {n: found[i * len(names) + j] for j, n in enumerate(names) if found[i * len(names) + j]}
+            terms_here = sorted({w for ws in per_field.values() for w in ws})
+            hits.append(_hit(row, score=float(row["score"]), semantic=row["semantic"], keyword=row["keyword"],
+                             matched_terms=terms_here, matched_fields=per_field,
+                             reasons=rank.reasons(row, per_field)))
+        return hits
+
+    # -- more like this --------------------------------------------------------------------------------
+    def like_track(self, track_id: int, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """Tracks that sound most like a catalog track (audio track vectors), the track itself excluded."""
+        with self.catalog.read() as conn:
+            row = conn.execute(select(embeddings.c.vector, embeddings.c.encoder_version)
+                               .where(embeddings.c.track_id == int(track_id))).first()
+        if row is None:
+            raise SearchError(f"track {track_id} is not in the catalog or has no audio embedding yet")
+        vec = np.frombuffer(row.vector, dtype=np.float32)
+        return self._like(vec, row.encoder_version, int(track_id), top_k, filters or Filters(),
+                          f"sounds like track {int(track_id)}")
+
+    def like_audio(self, path: str | Path, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """Tracks that sound most like an audio file, which need not be in the library."""
+        from model.encoder import track_vector
+
+        path = Path(path)
+        if not path.is_file():
+            raise SearchError(f"no such audio file: {path}")
+        encoder = self.encoder()
+        try:
+            tokens = encoder.encode_file(path, max_seconds=self.settings.max_track_seconds)
+        except AudioDecodeError as exc:
+            raise SearchError(f"cannot read {path.name} as audio: {exc}") from exc
+        if tokens.shape[0] == 0:
+            raise SearchError(f"{path.name} is too short to compare")
+        return self._like(track_vector(tokens), encoder.version(), -1, top_k, filters or Filters(),
+                          f"sounds like {path.name}")
+
+    def _like(self, vec: np.ndarray, encoder_version: str, exclude: int, top_k: int, filters: Filters,
+              why: str) -> list[Hit]:
+        if not self.audio_index.available:
+            raise SearchError("the audio index has not been built yet: run `python -m indexer scan`")
+        top_k = max(1, min(int(top_k), MAX_TOP_K))
+        filter_sql, params = filters.sql()
+        with self.catalog.read() as conn:
+            db = conn.connection.driver_connection
+            allowed, allowed_total = self._allowed(db, filters, filter_sql, params)
+            ids, sims = self.audio_index.search(vec, top_k + 1, allowed, allowed_total)
+            params.update(ids=ids.tolist(), sims=sims.astype(float).tolist(), encoder_version=encoder_version,
+                          exclude=exclude, limit=top_k)
+            rows = _rows(db, rank.like_sql(filter_sql), params)
+        return [_hit(r, score=float(r["audio"]), audio=float(r["audio"]),
+                     reasons=[f"{why} (audio similarity {r['audio']:.2f})"]) for r in rows]
+
+    # -- details for the UI ----------------------------------------------------------------------------
+    def track(self, track_id: int) -> dict:
+        """Every catalog column of a track plus its tags, current caption and stored token shape."""
+        with self.catalog.read() as conn:
+            row = conn.execute(select(tracks).where(tracks.c.id == int(track_id))).mappings().first()
+            if row is None:
+                raise SearchError(f"no track with id {track_id}")
+            info = dict(row)
+            info["tags"] = dict(conn.execute(select(tags.c.key, tags.c.value)
+                                             .where(tags.c.track_id == int(track_id))).all())
+            info["caption"] = conn.execute(select(captions.c.text).where(
+                captions.c.track_id == int(track_id),
+                captions.c.pipeline_version == row["pipeline_version"])).scalar()
+            emb = conn.execute(select(embeddings.c.n_tokens, embeddings.c.dim, embeddings.c.encoder_version)
+                               .where(embeddings.c.track_id == int(track_id))).first()
+        info["tokens_shape"] = [emb.n_tokens, emb.dim] if emb else None
+        info["embedding_encoder_version"] = emb.encoder_version if emb else None
+        return info
+
+    def track_tokens(self, track_id: int) -> torch.Tensor:
+        """The stored compressed audio tokens as float32 [n_tokens, dim] (stored as fp16)."""
+        with self.catalog.read() as conn:
+            row = conn.execute(select(embeddings.c.tokens, embeddings.c.n_tokens, embeddings.c.dim)
+                               .where(embeddings.c.track_id == int(track_id))).first()
+        if row is None:
+            raise SearchError(f"track {track_id} has no stored audio tokens")
+        arr = np.frombuffer(row.tokens, dtype=np.float16).reshape(row.n_tokens, row.dim)
+        return torch.from_numpy(arr.astype(np.float32))
+
+    def facets(self) -> dict:
+        """Values for filter widgets, over the tracks a search can return."""
+        done = tracks.c.status == "done"
+        with self.catalog.read() as conn:
+            def distinct(col) -> list:
+                return [v for (v,) in conn.execute(select(col).where(done, col.is_not(None), col != "")
+                                                  .distinct().order_by(func.lower(col)))]
+            years = conn.execute(select(func.min(tracks.c.year), func.max(tracks.c.year)).where(done)).one()
+            durs = conn.execute(select(func.min(tracks.c.duration), func.max(tracks.c.duration)).where(done)).one()
+            return {"artists": distinct(tracks.c.artist), "albums": distinct(tracks.c.album),
+                    "genres": distinct(tracks.c.genre), "formats": distinct(tracks.c.format),
+                    "roots": distinct(tracks.c.root),
+                    "year_range": None if years[0] is None else [int(years[0]), int(years[1])],
+                    "duration_range": None if durs[0] is None else [float(durs[0]), float(durs[1])]}
+
+    def stats(self) -> dict:
+        """Catalog health for the UI and `--stats`: counts, failures and why, versions, the last scan."""
+        with self.catalog.read() as conn:
+            by_status = dict(conn.execute(select(tracks.c.status, func.count()).group_by(tracks.c.status)).all())
+            n_captions = conn.execute(select(func.count()).select_from(tracks.join(
+                captions, (captions.c.track_id == tracks.c.id)
+                & (captions.c.pipeline_version == tracks.c.pipeline_version)))).scalar()
+            n_embeddings = conn.execute(select(func.count()).select_from(embeddings)).scalar()
+            by_stage = dict(conn.execute(select(errors.c.stage, func.count()).group_by(errors.c.stage)).all())
+            recent = [dict(r) for r in conn.execute(
+                select(errors.c.path, errors.c.stage, errors.c.reason, errors.c.failed_at)
+                .order_by(errors.c.failed_at.desc().nulls_last(), errors.c.path).limit(50)).mappings()]
+            versions = [dict(r) for r in conn.execute(
+                select(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version,
+                       func.count().label("tracks"))
+                .group_by(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version)
+                .order_by(func.count().desc())).mappings()]
+            scan = conn.execute(select(scans).order_by(scans.c.id.desc()).limit(1)).mappings().first()
+            db = conn.connection.driver_connection
+            snapshot = attach_snapshot(db, self.catalog)
+            if snapshot is not None:
+                snapshot["stale_tracks"] = int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0])
+        latest = dict(scan) if scan else None
+        for key in ("roots", "summary"):
+            if latest and isinstance(latest.get(key), str):
+                try:
+                    latest[key] = json.loads(latest[key])
+                except ValueError:
+                    pass
+        return {
+            "tracks": sum(by_status.values()), "by_status": by_status, "captions": n_captions,
+            "embeddings": n_embeddings,
+            "failures": {"count": sum(by_stage.values()), "by_stage": by_stage, "recent": recent},
+            "versions": versions, "latest_scan": latest,
+            "indexes": {"text": self.text_index.info(), "audio": self.audio_index.info(), "keywords": snapshot},
+        }
+
+
+__all__ = ["Filters", "Hit", "SearchEngine", "SearchError", "SearchResult"]

@@ -1,0 +1,280 @@
+"""The search engine on a catalog written row by row: filters, pagination, name boosts, keyword
+fallbacks, filtered search on an HNSW index, index reloads and hostile queries.
+
+Captions are the synthetic corpus's attribute captions, embedded by the real text model; the FAISS index
+and the keyword snapshot are the real ones the scan writes (indexer.vectors, search.fts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert
+
+from indexer.store import Catalog, captions, generation, tags, tracks
+from indexer.vectors import build_index, save_index
+from model.settings import load_settings
+from search import Filters, SearchEngine, refresh_fts
+from search.fts import fts_path
+from training.synth import clip_record
+
+ARTISTS = ("Aurora Fields", "The Quiet Machines", "Nadia Okonkwo", "Beyoncé Tribute Band")
+TITLE_WORDS = ("Velvet", "Harbor", "Lantern", "Copper", "Meadow", "Signal", "Ember", "Orchid", "Tundra",
+               "Marble", "Falcon", "Prism")
+FORMATS = ("mp3", "flac", "ogg")
+N_TRACKS = 48
+PIPELINE = "p-test"
+
+
+def _row(i: int) -> dict:
+    artist = ARTISTS[i % len(ARTISTS)]
+    album_no = (i // len(ARTISTS)) % 3
+    root = "/music/main" if i % 3 else "/music/extra"
+    title = f"{TITLE_WORDS[i % 12]} {TITLE_WORDS[(i * 5 + 1) % 12]} {i}"
+    return dict(path=f"{root}/{artist}/Album {album_no}/{i:02d} {title}.{FORMATS[i % 3]}", root=root,
+                size=1000 + i, mtime=1.0, format=FORMATS[i % 3], duration=60.0 + 5 * i, title=title,
+                artist=artist, album=f"{artist.split()[0]} Album {album_no}", genre=("Jazz", "Rock", "Ambient")[i % 3],
+                year=2000 + i % 20, track_no=i % 4 + 1, status="done", encoder_version="e-test",
+                pipeline_version=PIPELINE, profile="lite", indexed_at=dt.datetime(2024, 1, 1) + dt.timedelta(minutes=i))
+
+
+def _write_tracks(catalog: Catalog, rows: list[dict], texts: list[str], vecs: np.ndarray) -> list[int]:
+    ids = []
+    with catalog.write() as conn:
+        for row, text, vec in zip(rows, texts, vecs, strict=True):
+            tid = conn.execute(insert(tracks).values(**row).returning(tracks.c.id)).scalar_one()
+            conn.execute(insert(captions).values(track_id=tid, pipeline_version=PIPELINE, text=text,
+                                                 text_vector=vec.astype(np.float32).tobytes()))
+            ids.append(tid)
+    return ids
+
+
+def _save_text_index(catalog: Catalog, data_dir: Path, ids: list[int], vecs: np.ndarray, kind: str) -> None:
+    with catalog.read() as conn:
+        gen = generation(conn)
+    save_index(data_dir, "text", build_index(np.array(ids), vecs, kind), gen, None)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, text_embedder):
+    """A data dir with N_TRACKS done tracks, a flat text index and a fresh keyword snapshot."""
+    data = tmp_path_factory.mktemp("search-engine") / "data"
+    catalog = Catalog(data / "catalog.duckdb")
+    catalog.create()
+    rows = [_row(i) for i in range(N_TRACKS)]
+    records = [clip_record(seed=11, index=i, seconds=10.0) for i in range(N_TRACKS)]
+    texts = [r["caption"] for r in records]
+    vecs = text_embedder.encode(texts)
+    ids = _write_tracks(catalog, rows, texts, vecs)
+    with catalog.write() as conn:
+        conn.execute(insert(tags).values(track_id=ids[7], key="composer", value="Zbigniew Quartzfield"))
+    _save_text_index(catalog, data, ids, vecs, "flat")
+    refresh_fts(catalog)
+    rows = [{**r, "id": tid, "caption": t, "labels": rec["labels"]}
+            for r, tid, t, rec in zip(rows, ids, texts, records, strict=True)]
+    return data, rows, vecs
+
+
+def _engine(data: Path, text_embedder) -> SearchEngine:
+    return SearchEngine(load_settings(data_dir=data), text_embedder=text_embedder)
+
+
+@pytest.fixture(scope="module")
+def engine(library, text_embedder) -> SearchEngine:
+    return _engine(library[0], text_embedder)
+
+
+@pytest.fixture
+def scratch(library, tmp_path) -> Path:
+    """A private copy of the library's data dir, for tests that change it."""
+    shutil.copytree(library[0], tmp_path / "data")
+    return tmp_path / "data"
+
+
+def _passes(row: dict, f: Filters) -> bool:
+    return ((f.artist is None or row["artist"].lower() == f.artist.lower())
+            and (f.album is None or row["album"].lower() == f.album.lower())
+            and (f.genre is None or row["genre"].lower() == f.genre.lower())
+            and (f.year_min is None or row["year"] >= f.year_min)
+            and (f.year_max is None or row["year"] <= f.year_max)
+            and (f.min_duration is None or row["duration"] >= f.min_duration)
+            and (f.max_duration is None or row["duration"] <= f.max_duration)
+            and (f.format is None or row["format"] == f.format.lower().lstrip("."))
+            and (f.root is None or row["root"] == f.root or row["path"].startswith(f.root.rstrip("/") + "/")))
+
+
+FILTER_CASES = [
+    Filters(artist="aurora fields"),
+    Filters(genre="ROCK", year_min=2005, year_max=2012),
+    Filters(min_duration=100, max_duration=200, format=".FLAC"),
+    Filters(root="/music/extra"),
+    Filters(root="/music/main/Nadia Okonkwo"),
+    Filters(album="Aurora Album 1", artist="Aurora Fields"),
+    Filters(year_min=2030),
+]
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: ",".join(
+    f"{k}={v}" for k, v in vars(f).items() if v is not None))
+@pytest.mark.parametrize("query", ["", "calm piano", "energetic rock with a backbeat"])
+def test_filters_combine_with_any_query(engine, library, filters, query) -> None:
+    rows = library[1]
+    allowed = {r["id"] for r in rows if _passes(r, filters)}
+    result = engine.search(query, filters=filters, top_k=200)
+    got = {h.track_id for h in result.hits}
+    assert got <= allowed
+    assert result.total == len(result.hits)
+    if query == "":
+        assert got == allowed  # browsing lists exactly the filtered library
+    if not allowed:
+        assert result.total == 0 and "No tracks match" in result.message
+
+
+def test_pages_slice_one_stable_ranking(engine) -> None:
+    whole = engine.search("slow sad strings", top_k=40)
+    assert whole.total > 14
+    pages = [engine.search("slow sad strings", top_k=7, offset=o) for o in range(0, 35, 7)]
+    assert [h.track_id for p in pages for h in p.hits] == [h.track_id for h in whole.hits][:35]
+    assert {p.total for p in pages} == {whole.total}
+    past = engine.search("slow sad strings", top_k=7, offset=whole.total + 5)
+    assert past.hits == [] and past.total == whole.total
+    scores = [h.score for h in whole.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_named_title_artist_and_tag_rank_first(engine, library) -> None:
+    rows = library[1]
+    target = rows[13]
+    assert target["title"].split()[0].lower() not in target["caption"].lower()
+    hits = engine.search(target["title"]).hits
+    assert hits[0].track_id == target["id"]
+    assert any("names its title" in r for r in hits[0].reasons)
+    assert set(hits[0].matched_fields["title"]) >= {w.lower() for w in target["title"].split()}
+
+    nadia = {r["id"] for r in rows if r["artist"] == "Nadia Okonkwo"}
+    hits = engine.search("calm music by Nadia Okonkwo", top_k=len(nadia)).hits
+    assert {h.track_id for h in hits} == nadia
+    beyonce = engine.search("beyonce tribute band", top_k=3).hits  # accents do not matter
+    assert all(h.artist == "Beyoncé Tribute Band" for h in beyonce)
+    tagged = engine.search("quartzfield").hits
+    assert tagged[0].track_id == rows[7]["id"] and tagged[0].keyword is not None
+
+
+def test_hits_explain_themselves(engine) -> None:
+    hit = engine.search("sad piano").hits[0]
+    assert hit.semantic is not None and hit.keyword is not None
+    assert hit.matched_terms and set(hit.matched_terms) <= {w for ws in hit.matched_fields.values() for w in ws}
+    for word in hit.matched_fields.get("caption", []):
+        assert word in hit.caption.lower()
+    assert any(r.startswith("fused score") for r in hit.reasons)
+    assert "with" not in engine.search("piano with drums").hits[0].matched_terms  # stopwords are not matches
+
+
+HOSTILE = ["", " ", "'\";--*()", "'; DROP TABLE tracks; --", "piano' OR '1'='1", "x" * 10_000,
+           "🎸🥁🎹", "music 🎸 with guitar", "\x00\x07\u202e", "東京の夜", "NEAR(a b) AND * OR \"", "%_%", "\\",
+           "$1 $text ?", "ｆｕｌｌｗｉｄｔｈ ｐｉａｎｏ"]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_hostile_queries_answer_without_raising(engine, query) -> None:
+    result = engine.search(query, top_k=5)
+    assert result.total >= len(result.hits)
+    if not result.hits:
+        assert result.message
+    assert engine.search(query, filters=Filters(artist=query or None, genre="jazz"), top_k=5).total >= 0
+
+
+def test_fullwidth_and_sql_text_still_find_music(engine) -> None:
+    assert engine.search("ｐｉａｎｏ").hits  # NFKC: full-width letters are plain letters
+    assert engine.search("piano' OR '1'='1").total < N_TRACKS  # text, not SQL: no "match everything"
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_text_is_a_valid_query(engine, raw: str) -> None:
+    result = engine.search(raw, top_k=3, offset=1)
+    assert isinstance(result.message, str) and len(result.hits) <= 3
+
+
+def test_keyword_search_falls_back_without_a_snapshot(scratch, library, text_embedder) -> None:
+    fts_path(Catalog(scratch / "catalog.duckdb")).unlink()
+    target = library[1][21]
+    result = _engine(scratch, text_embedder).search(target["title"])
+    assert result.hits[0].track_id == target["id"]
+    assert "keyword index has not been built" in result.message
+
+
+def test_tracks_indexed_after_the_snapshot_are_found_until_it_is_refreshed(scratch, text_embedder) -> None:
+    catalog = Catalog(scratch / "catalog.duckdb")
+    row = {**_row(99), "title": "Xylophone Nebula", "indexed_at": dt.datetime(2025, 1, 1)}
+    text = "A bright xylophone nebula of sound."
+    _write_tracks(catalog, [row], [text], text_embedder.encode([text]))
+    engine = _engine(scratch, text_embedder)
+    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 1
+    assert engine.search("xylophone nebula").hits[0].title == "Xylophone Nebula"
+    refresh_fts(catalog)
+    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 0
+    hit = engine.search("xylophone nebula").hits[0]
+    assert hit.title == "Xylophone Nebula" and hit.matched_fields["title"] == ["nebula", "xylophone"]
+
+
+def test_semantic_search_without_a_text_index_says_so(scratch, library, text_embedder) -> None:
+    for name in ("text.json", "text.index"):
+        (scratch / "faiss" / name).unlink()
+    result = _engine(scratch, text_embedder).search(library[1][5]["title"])
+    assert result.hits[0].track_id == library[1][5]["id"] and result.hits[0].semantic is None
+    assert "semantic index has not been built" in result.message
+
+
+def test_filtered_search_on_hnsw_is_exact_over_the_allowed_tracks(scratch, library, text_embedder) -> None:
+    data, rows, vecs = library
+    catalog = Catalog(scratch / "catalog.duckdb")
+    _save_text_index(catalog, scratch, [r["id"] for r in rows], vecs, "hnsw")
+    engine = _engine(scratch, text_embedder)
+    assert engine.stats()["indexes"]["text"]["kind"] == "hnsw"
+    filters = Filters(artist="The Quiet Machines", year_max=2010)
+    allowed = [i for i, r in enumerate(rows) if _passes(r, filters)]
+    query = "a calm and peaceful piece"
+    q = text_embedder.encode([query])[0]
+    sims = {rows[i]["id"]: float(vecs[i] @ q) for i in allowed}
+    result = engine.search(query, filters=filters, top_k=50)
+    for hit in result.hits:
+        if hit.semantic is not None:
+            assert hit.semantic == pytest.approx(sims[hit.track_id], abs=1e-5)
+    expected = {tid for tid, s in sims.items() if s >= 0.3}
+    assert expected <= {h.track_id for h in result.hits if h.semantic is not None}
+
+
+def test_engine_reloads_the_index_after_a_save(scratch, library, text_embedder) -> None:
+    data, rows, vecs = library
+    catalog = Catalog(scratch / "catalog.duckdb")
+    engine = _engine(scratch, text_embedder)
+    text = "Thunderous taiko drums with a choir of throat singers."
+    assert engine.search(text).hits[0].caption != text
+    vec = text_embedder.encode([text])
+    (new_id,) = _write_tracks(catalog, [{**_row(98), "title": "Untitled 98"}], [text], vec)
+    _save_text_index(catalog, scratch, [r["id"] for r in rows] + [new_id], np.vstack([vecs, vec]), "flat")
+    top = engine.search(text).hits[0]
+    assert top.track_id == new_id and top.semantic == pytest.approx(1.0, abs=1e-4)
+
+
+def test_missing_catalog_is_a_message(tmp_path, text_embedder) -> None:
+    engine = _engine(tmp_path / "nothing", text_embedder)
+    result = engine.search("piano")
+    assert result.hits == [] and "no catalog" in result.message
+    assert "no catalog" in engine.search("").message
+
+
+def test_facets_cover_the_library(engine, library) -> None:
+    rows = library[1]
+    facets = engine.facets()
+    assert facets["artists"] == sorted({r["artist"] for r in rows}, key=str.lower)
+    assert set(facets["formats"]) == set(FORMATS)
+    assert facets["year_range"] == [min(r["year"] for r in rows), max(r["year"] for r in rows)]
+    assert facets["roots"] == ["/music/extra", "/music/main"]

@@ -1,0 +1,405 @@
+"""The adapter's two training stages; only the linear adapter learns, everything else stays frozen.
+
+Stage 1 (`pretrain`): no prompt, `[BOS] + audio + caption + "\n"`, caption cut to 32 tokens.
+Stage 2 (`finetune`): `[BOS] ###Human: <Audio> audio </Audio> {question} ###Assistant: ` + answer + "###",
+cut to 160 tokens; caption items become the captioning instruction. Stage 2 starts from the stage-1
+adapter (`init_adapter`).
+
+Optimiser as in the reference: AdamW (0.9, 0.999), weight decay 0.05 on the weight only (never the
+bias), a linear warm-up from `warmup_lr` to `lr`, then cosine from `lr` to `min_lr` (per step, or per
+epoch with schedule = "epoch", which is what the reference's LAVIS scheduler does). `accelerate` gives
+multi-GPU data parallelism and mixed precision (forced to "no" on CPU for fp16).
+
+Input standardisation (`normalise_inputs`): the adapter is trained on (x - mean) / std with per-dim
+statistics of the training cache, and the statistics are folded back into the saved Linear
+(W' = W / std, b' = b - W' mean), so what ships is one plain nn.Linear on raw encoder features.
+
+Checkpoints (CHECKPOINT_DIR/step-NNNNNNN/): adapter.safetensors (the inner Linear + mean + std),
+optimizer.pt (a plain tensor state dict, loaded with weights_only=True), state.json (step, lr, config
+digest). Resuming restarts at the saved step; the data order is a pure function of (seed, step), so a
+resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.checkpoints import save_adapter
+from model.config import load_profile
+from training.datasets import CAPTION_INSTRUCTION, Item, as_instruction, read_dataset
+from training.features import FeatureCache
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "pretrain"  # pretrain (stage 1) or finetune (stage 2)
+    profile: str = "musilingo"
+    model_cache_dir: str = "data/models"  # where a GGUF LLM is converted once
+    datasets: list[dict] = field(default_factory=list)  # [{kind, root, split, cache, audio_dir}]
+    caption_instruction: str = CAPTION_INSTRUCTION
+    include_captions: bool = True  # stage 2: also train captioning as an instruction
+    caption_repeat: int = 1  # stage 2: each caption item appears this many times per epoch
+    init_adapter: str = ""  # stage 2: the stage-1 adapter
+    output: str = "data/runs/adapter.safetensors"
+    checkpoint_dir: str = "data/runs/checkpoints"
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    resume: bool = True
+    lr: float = 1e-4
+    min_lr: float = 8e-5
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 5000
+    iters_per_epoch: int = 5000
+    epochs: int = 4
+    schedule: str = "step"  # step: cosine over optimiser steps; epoch: the reference's per-epoch cosine
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    seed: int = 42
+    mixed_precision: str = "fp16"  # no / fp16 / bf16; fp16 becomes "no" on CPU
+    normalise_inputs: bool = False
+    device: str = "auto"
+    llm_dtype: str = ""  # "" keeps the profile's
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    log_every: int = 50
+    max_items: int = 0  # 0: all
+
+    @property
+    def total_steps(self) -> int:
+        return self.iters_per_epoch * self.epochs
+
+    def digest(self) -> str:
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("resume", "log_every", "checkpoint_every", "keep_checkpoints", "threads")}
+        return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_config(path: str | Path, **overrides) -> TrainConfig:
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**raw)
+
+
+# ----- learning-rate schedule ---------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up from warmup_lr to lr over warmup_steps, then cosine from lr down to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / max(1, cfg.warmup_steps)
+    if cfg.schedule == "epoch":
+        progress = (step // cfg.iters_per_epoch) / max(1, cfg.epochs)
+    else:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----- the adapter with folded-back input standardisation ----------------------------------------------
+class StandardisedLinear(nn.Module):
+    """linear((x - mean) / std); `folded()` returns the equivalent plain nn.Linear on raw x."""
+
+    def __init__(self, linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = linear
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("mean", mean.float().clone())
+        self.register_buffer("std", std.float().clamp(min=1e-6).clone())
+
+    @classmethod
+    def from_raw(cls, raw: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> StandardisedLinear:
+        """The inverse of `folded`: the same function as `raw`, re-expressed on standardised inputs."""
+        std = std.float().clamp(min=1e-6)
+        inner = nn.Linear(raw.in_features, raw.out_features)
+        with torch.no_grad():
+            inner.weight.copy_(raw.weight.float() * std[None, :])
+            inner.bias.copy_(raw.bias.float() + raw.weight.float() @ mean.float())
+        return cls(inner, mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x - self.mean) / self.std)
+
+    def folded(self) -> nn.Linear:
+        out = nn.Linear(self.in_features, self.out_features)
+        with torch.no_grad():
+            w = self.linear.weight.float() / self.std[None, :]
+            out.weight.copy_(w)
+            out.bias.copy_(self.linear.bias.float() - w @ self.mean)
+        return out
+
+
+def plain_linear(adapter: nn.Module) -> nn.Linear:
+    return adapter.folded() if isinstance(adapter, StandardisedLinear) else adapter
+
+
+class StageModel(nn.Module):
+    """Wraps MusiLingo so that accelerate/DDP sees one forward() returning the loss."""
+
+    def __init__(self, musilingo) -> None:
+        super().__init__()
+        self.m = musilingo
+
+    def forward(self, audio: list[torch.Tensor], targets: list[str], questions: list[str] | None):
+        return self.m.loss(audio, targets, questions)
+
+
+# ----- data --------------------------------------------------------------------------------------------
+def load_training_items(cfg: TrainConfig, profile) -> tuple[list[Item], FeatureCache | dict, list[str]]:
+    """Items of every configured dataset whose clip is in its feature cache, and a report line per set."""
+    items: list[Item] = []
+    tokens: dict[str, torch.Tensor] = {}
+    reports = []
+    for spec in cfg.datasets:
+        result = read_dataset(spec["kind"], spec["root"], spec.get("split", "train"), spec.get("audio_dir"))
+        cache = FeatureCache.open(spec["cache"], profile)
+        kept = [it for it in result.items if it.audio_key in cache]
+        for it in kept:
+            tokens[it.audio_key] = cache.get(it.audio_key)
+        reports.append(result.report() + f"; not in feature cache: {len(result.items) - len(kept)}")
+        items.extend(kept)
+    if cfg.stage == "pretrain":
+        items = [it for it in items if it.question is None]
+        if not items:
+            raise SystemExit("stage 1 needs caption items; the configured datasets have none")
+    elif cfg.include_captions:
+        extra = [it for it in items if it.question is None] * max(0, cfg.caption_repeat - 1)
+        items = as_instruction(items + extra, cfg.caption_instruction)
+    else:
+        items = [it for it in items if it.question is not None]
+    if cfg.max_items:
+        items = items[: cfg.max_items]
+    if not items:
+        raise SystemExit("no training items: check the dataset roots and that their features are cached")
+    return items, tokens, reports
+
+
+def sample_positions(n: int, seed: int, start: int, count: int) -> list[int]:
+    """Items at positions [start, start + count) of an endless stream of seeded per-epoch permutations."""
+    out = []
+    for pos in range(start, start + count):
+        epoch, k = divmod(pos, n)
+        perm = _perm(n, seed, epoch)
+        out.append(int(perm[k]))
+    return out
+
+
+_PERMS: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+def _perm(n: int, seed: int, epoch: int) -> torch.Tensor:
+    key = (n, seed, epoch)
+    if key not in _PERMS:
+        if len(_PERMS) > 4:
+            _PERMS.clear()
+        _PERMS[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return _PERMS[key]
+
+
+# ----- checkpoints -------------------------------------------------------------------------------------
+def _latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def save_checkpoint(folder: Path, step: int, adapter: StandardisedLinear | nn.Linear, optimizer, scaler,
+                    cfg: TrainConfig) -> Path:
+    target = folder / f"step-{step:07d}"
+    tmp = folder / f".step-{step:07d}.{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors = {f"adapter.{k}": v.detach().float().contiguous().cpu() for k, v in adapter.state_dict().items()}
+    save_file(tensors, str(tmp / "adapter.safetensors"))
+    blob = {"optimizer": optimizer.state_dict()}
+    if scaler is not None:
+        blob["scaler"] = scaler.state_dict()
+    torch.save(blob, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "lr": lr_at(cfg, step), "config": cfg.digest(),
+                                                "stage": cfg.stage}, indent=1))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    old = sorted(p for p in folder.glob("step-*") if p != target)
+    for p in old[: max(0, len(old) - max(0, cfg.keep_checkpoints - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(path: Path, adapter: nn.Module, optimizer, scaler) -> int:
+    state = json.loads((path / "state.json").read_text())
+    tensors = load_file(str(path / "adapter.safetensors"))
+    adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items()})
+    blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    if scaler is not None and "scaler" in blob:
+        scaler.load_state_dict(blob["scaler"])
+    return int(state["step"])
+
+
+# ----- the loop ----------------------------------------------------------------------------------------
+def _param_groups(adapter: nn.Module, weight_decay: float) -> list[dict]:
+    decay = [p for n, p in adapter.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in adapter.named_parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_model(cfg: TrainConfig, device: str, llm=None, tokenizer=None):
+    """The MusiLingo with a trainable adapter (fresh or from init_adapter); `llm` lets tests pass a tiny one."""
+    from model.musilingo import MusiLingo, _encoder_dim
+
+    overrides = {"llm_dtype": cfg.llm_dtype} if cfg.llm_dtype else {}
+    profile = load_profile(cfg.profile, adapter=cfg.init_adapter or "", **overrides)
+    if llm is None:
+        model = MusiLingo.from_profile(profile, device, cache_dir=Path(cfg.model_cache_dir), with_encoder=False,
+                                       adapter=cfg.init_adapter or "")
+    else:
+        from model.checkpoints import load_adapter
+        from model.config import resolve_path
+
+        d_enc = _encoder_dim(profile)
+        module = None
+        if cfg.init_adapter:
+            module, _ = load_adapter(resolve_path(cfg.init_adapter), d_enc, llm.config.hidden_size)
+        model = MusiLingo(profile, llm, tokenizer, d_enc, module)
+    return model, profile
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=None, log=None) -> dict:
+    """Run (or resume) one stage; returns a summary. `stop_after` ends early (for tests of resuming)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    mixed = cfg.mixed_precision if cuda or cfg.mixed_precision == "bf16" else "no"
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
+    set_seed(cfg.seed)
+    device = str(accelerator.device)
+    model, profile = build_model(cfg, device, llm, tokenizer)
+    items, tokens, reports = load_training_items(cfg, profile)
+    for line in reports:
+        say(f"{cfg.stage}: {line}")
+    adapter = model.adapter
+    if cfg.normalise_inputs:
+        keys = sorted({it.audio_key for it in items})
+        rows = torch.cat([tokens[k] for k in keys if tokens[k].shape[0]])
+        adapter = StandardisedLinear.from_raw(adapter, rows.mean(0), rows.std(0))
+    model.adapter = adapter.to(device)
+    model.llm.requires_grad_(False)
+    optimizer = torch.optim.AdamW(_param_groups(model.adapter, cfg.weight_decay), lr=lr_at(cfg, 0),
+                                  betas=(cfg.beta1, cfg.beta2))
+    wrapped = StageModel(model)
+    wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
+    scaler = getattr(accelerator, "scaler", None)
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    step = 0
+    if cfg.resume and ckpt_dir.is_dir():
+        latest = _latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            saved = json.loads((latest / "state.json").read_text())
+            if saved.get("config") != cfg.digest():
+                raise SystemExit(f"{latest} was written by a different config ({saved.get('config')} != "
+                                 f"{cfg.digest()}): delete {ckpt_dir} or set another checkpoint_dir")
+            step = load_checkpoint(latest, model.adapter, optimizer, scaler)
+            say(f"{cfg.stage}: resumed from {latest} at step {step}")
+    questions_on = cfg.stage != "pretrain"
+    world, rank = accelerator.num_processes, accelerator.process_index
+    total = cfg.total_steps
+    end = total if stop_after is None else min(total, stop_after)
+    say(f"{cfg.stage}: {len(items)} items, {len({i.audio_key for i in items})} clips; steps {step}->{end} of "
+        f"{total}, batch {cfg.batch_size} x accum {cfg.grad_accum} x {world} process(es), device {device}, "
+        f"mixed precision {mixed}")
+    losses: list[float] = []
+    history = []
+    start_time = time.monotonic()
+    start_step = step
+    wrapped.train()
+    while step < end:
+        lr = lr_at(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            global_micro = (step * cfg.grad_accum + micro) * world + rank
+            idx = sample_positions(len(items), cfg.seed, global_micro * cfg.batch_size, cfg.batch_size)
+            batch = [items[i] for i in idx]
+            audio = [tokens[it.audio_key] for it in batch]
+            targets = [it.answer for it in batch]
+            questions = [it.question for it in batch] if questions_on else None
+            sync = micro == cfg.grad_accum - 1
+            ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else _null()
+            with ctx, accelerator.autocast():
+                loss = wrapped(audio, targets, questions) / cfg.grad_accum
+                accelerator.backward(loss)
+            step_loss += float(loss.detach())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(step_loss)
+        if step % cfg.log_every == 0 or step == end:
+            recent = sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:])
+            rate = (step - start_step) / max(time.monotonic() - start_time, 1e-6)
+            say(f"{cfg.stage}: step {step}/{total} loss {recent:.4f} lr {lr:.2e} {rate:.2f} steps/s")
+            history.append({"step": step, "loss": recent, "lr": lr})
+        if accelerator.is_main_process and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(ckpt_dir, step, model.adapter, optimizer, scaler, cfg)
+    elapsed = time.monotonic() - start_time
+    summary = {"stage": cfg.stage, "steps": step, "total_steps": total, "items": len(items),
+               "seconds": round(elapsed, 1), "final_loss": losses[-1] if losses else None, "history": history}
+    if accelerator.is_main_process:
+        if cfg.checkpoint_every and step % cfg.checkpoint_every and step > start_step:
+            save_checkpoint(ckpt_dir, step, model.adapter, optimizer, scaler, cfg)
+        if step >= total:
+            save_adapter(plain_linear(model.adapter), Path(cfg.output), profile=profile.name,
+                         pool_window=profile.pool_window, encoder_version=profile.version("encoder"),
+                         stage=cfg.stage, steps=step, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                         lr=cfg.lr, min_lr=cfg.min_lr, normalised_inputs=cfg.normalise_inputs,
+                         train_items=len(items), init_adapter=cfg.init_adapter, seed=cfg.seed)
+            summary["output"] = cfg.output
+            say(f"{cfg.stage}: saved adapter to {cfg.output}")
+    summary["adapter"] = plain_linear(model.adapter)
+    return summary
+
+
+def export_checkpoint(checkpoint: Path, output: Path, **meta) -> nn.Linear:
+    """Write a training checkpoint's adapter (standardisation folded in) as a plain adapter file."""
+    tensors = load_file(str(Path(checkpoint) / "adapter.safetensors"))
+    state = json.loads((Path(checkpoint) / "state.json").read_text())
+    w = tensors["adapter.linear.weight"] if "adapter.linear.weight" in tensors else tensors["adapter.weight"]
+    inner = nn.Linear(w.shape[1], w.shape[0])
+    if "adapter.mean" in tensors:
+        module = StandardisedLinear(inner, tensors["adapter.mean"], tensors["adapter.std"])
+    else:
+        module = inner
+    module.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items()})
+    linear = plain_linear(module)
+    save_adapter(linear, Path(output), stage=state.get("stage"), steps=state["step"],
+                 exported_from=str(checkpoint), **meta)
+    return linear
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
