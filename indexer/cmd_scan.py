@@ -20,6 +20,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--limit-seconds", type=float, metavar="S",
                    help="index at most S seconds of each file (default: settings.max_track_seconds)")
     p.add_argument("--commit-every", type=int, default=8, metavar="N", help="tracks per transaction (default 8)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process and its decode workers; ray: Ray Data (see docs/scaling.md)")
+    p.add_argument("--address", help="with --engine ray: the cluster to join ('auto', host:6379, ray://...); "
+                                     "default: start a local Ray")
     p.set_defaults(run=run)
 
 
@@ -28,14 +32,21 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.pipeline import scan
     from model.config import load_profile
 
     roots = args.paths or list(settings.roots)
     profile = load_profile(args.profile or settings.profile, settings.data_dir)
     signal.signal(signal.SIGTERM, _terminate)
-    summary = scan(roots, settings, profile, recaption=args.recaption, greedy=args.greedy,
-                   limit_seconds=args.limit_seconds, commit_every=max(1, args.commit_every), progress=not args.json)
+    options = dict(recaption=args.recaption, greedy=args.greedy, limit_seconds=args.limit_seconds,
+                   commit_every=max(1, args.commit_every), progress=not args.json)
+    if args.engine == "ray":
+        from indexer.ray_engine import run_ray_scan
+
+        summary = run_ray_scan(roots, settings, profile, args.address, **options)
+    else:
+        from indexer.pipeline import scan
+
+        summary = scan(roots, settings, profile, **options)
     c = summary.to_dict()["counts"]
     lines = [f"scan {summary.scan_id} {summary.state}: {c['files']} files, {c['indexed']} indexed, {c['moved']} moved, "
              f"{c['removed']} removed, {c['recaptioned']} recaptioned, {c['unchanged']} unchanged, "

@@ -4,7 +4,7 @@ Why Ray: one machine's decoder processes and one model copy stop scaling at a fe
 tracks. Here the driver walks the library and plans exactly as the single-process scan does
 (`indexer.discover`), then streams the jobs through Ray Data:
 
-    from_items(jobs) -> decode (CPU tasks, `indexer.decode.read_file`)
+    from_items(jobs) -> decode (CPU tasks, `indexer.decode.DecodePool` / `read_file`)
                      -> encode (actor pool, one Encoder per actor, GPU share when GPUs exist)
                      -> caption + text vector (actor pool, one MusiLingo per actor)
 
@@ -18,7 +18,9 @@ Resume: a committed track is `done` in the catalog, so the next run's plan skips
 dies leaves its shard folder behind; the next run commits the rows of those shards that its plan
 still wants (same file, same size, mtime and fingerprint, same model versions) without computing
 them again, then deletes the folder. A worker or actor that dies is restarted by Ray and its batch
-retried (Ray Data's actor pools default to unlimited restarts and task retries).
+retried (Ray Data's actor pools default to unlimited restarts and task retries, its tasks to
+unlimited retries on system failures, which is why decoding runs in a child process: see
+`decode_batch`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import insert, update
 
-from indexer.decode import read_file
+from indexer.decode import DecodePool
 from indexer.discover import Failure, FileEntry, Job, plan_scan, walk
 from indexer.pipeline import COMMIT_EVERY, Models, ScanSummary, _catalog_state, _each, _Scan, scan
 from indexer.store import Catalog, scans
@@ -50,6 +52,7 @@ from model.config import Profile, load_profile
 from model.settings import Settings
 
 log = logging.getLogger(__name__)
+DECODE_BATCH = 8  # files per decode task: amortises the task's decoder process (about 0.5 s to spawn)
 
 # One row per file, filled stage by stage; a row with `stage` set failed there and carries `error`.
 SHARD_SCHEMA = pa.schema([
@@ -111,16 +114,21 @@ def _fail(row: dict, stage: str, reason: str) -> dict:
 
 
 def decode_batch(batch: pa.Table, sample_rate: int, max_seconds: float) -> pa.Table:
-    """Ray task: tags and audio of each job with the single-process reader; a bad file becomes a failed row."""
+    """Ray task: tags and audio of each job with the single-process reader; a bad file becomes a failed row.
+
+    The reading runs in the single-process scan's DecodePool (one child process), so a file that
+    crashes the decoder fails alone: a crash of the task itself would be retried by Ray forever.
+    """
     out = []
-    for row in batch.to_pylist():
-        d = read_file(_job(row), sample_rate, max_seconds)
-        base = {k: row[k] for k in ("path", "root", "size", "mtime", "fingerprint", "track_id")}
-        base["tags"] = json.dumps(asdict(d.tags))
-        if d.error is not None:
-            out.append(_fail(base, "decode", d.error))
-        else:
-            out.append({**base, "wave": d.wave.astype(np.float32, copy=False).tobytes()})
+    with DecodePool(1, sample_rate, max_seconds, ahead=2) as pool:
+        for d in pool.run([_job(row) for row in batch.to_pylist()]):
+            base = _row(d.job)
+            base.pop("reason")
+            base["tags"] = json.dumps(asdict(d.tags))
+            if d.error is not None:
+                out.append(_fail(base, "decode", d.error))
+            else:
+                out.append({**base, "wave": d.wave.astype(np.float32, copy=False).tobytes()})
     return pa.Table.from_pylist(out, schema=DECODED_SCHEMA)
 
 
@@ -201,14 +209,13 @@ def shard_dir(data_dir: str | Path, scan_id: int) -> Path:
     return Path(data_dir) / "ray" / str(scan_id)
 
 
-def _write_shard(folder: Path, number: int, table: pa.Table) -> Path:
+def _write_shard(folder: Path, number: int, table: pa.Table) -> None:
     """Atomically: a shard is complete or absent, so a leftover one is safe to commit."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"shard-{number:06d}.parquet"
     tmp = path.with_suffix(".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
-    return path
 
 
 def _leftover_rows(data_dir: Path, jobs: list[Job], encoder_version: str, pipeline_version: str,
@@ -251,9 +258,10 @@ def compute_shards(jobs: list[Job], settings: Settings, profile: Profile, folder
     stages = plan_stages(ray.cluster_resources(), settings.device)
     decode_args = {"sample_rate": _encoder_sample_rate(profile),
                    "max_seconds": max_seconds or settings.max_track_seconds}
-    ds = ray.data.from_items([_row(j) for j in jobs], override_num_blocks=max(1, math.ceil(len(jobs) / 4)))
-    ds = ds.map_batches(decode_batch, batch_size=4, batch_format="pyarrow", num_cpus=stages.decode_cpus,
-                        fn_kwargs=decode_args)
+    blocks = max(1, math.ceil(len(jobs) / DECODE_BATCH))
+    ds = ray.data.from_items([_row(j) for j in jobs], override_num_blocks=blocks)
+    ds = ds.map_batches(decode_batch, batch_size=DECODE_BATCH, batch_format="pyarrow",
+                        num_cpus=stages.decode_cpus, fn_kwargs=decode_args)
     ds = ds.map_batches(EncodeStage, batch_size=commit_every, batch_format="pyarrow",
                         fn_constructor_args=(profile, settings), compute=pool(stages.encode_actors),
                         num_cpus=stages.actor_cpus, num_gpus=stages.encode_gpus)
@@ -341,10 +349,10 @@ def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None =
                  progress: bool = False) -> ScanSummary:
     """`indexer.pipeline.scan` with the decode/encode/caption work on a Ray cluster.
 
-    `address`: a running cluster ("auto", "ray://head:10001", "10.0.0.1:6379"); None joins the
-    cluster this process already uses, else starts a local one. Same arguments and summary as
-    `scan`, plus the scan's id and counts for the Ray part. Raises ScanBusyError if another scan
-    holds the data dir.
+    `address`: a running cluster ("auto", "ray://head:10001", "10.0.0.1:6379"), or None for a local
+    one started here. A process already connected to Ray keeps its cluster and `address` is unused.
+    Same arguments and summary as `scan` (the summary's scan_id is the Ray part's scan row). Raises
+    ScanBusyError if another scan holds the data dir.
     """
     import ray
 

@@ -180,45 +180,37 @@ def test_killed_caption_actor_is_restarted_and_every_track_indexed(cluster, adap
     assert len(done) == len(FORMATS) and all(r.status == "done" and r.text for r in done.values())
 
 
-_DRIVER = """
-import sys
-from indexer.ray_engine import run_ray_scan
-from model.config import load_profile
-from model.settings import load_settings
-data, library, adapter, address = sys.argv[1:]
-settings = load_settings(data_dir=data, decode_workers=0, device="cpu", caption_batch_size=1)
-run_ray_scan([library], settings, load_profile("lite", adapter=adapter, max_new_tokens=32), address,
-             greedy=True, commit_every=1)
-"""
-
-
 def test_driver_killed_mid_scan_resumes_without_redoing_tracks(cluster, adapter: Path, library: Path,
                                                                tmp_path: Path) -> None:
     """SIGKILL a driver joined to the running cluster after its first commit; the next run keeps what was
     committed and does the rest.
 
-    The dying driver writes longer captions (32 tokens), so its commits are seconds apart; the caption
-    length is not part of the pipeline version, so the rerun's short captions do not redo them.
+    The dying driver commits one track per batch and writes longer captions (32 tokens), so its
+    commits are apart; the caption length is not part of the pipeline version, so the rerun's short
+    captions do not redo them.
     """
     data = tmp_path / "data"
     address = ray.get_runtime_context().gcs_address
-    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(data), str(library), str(adapter), address],
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    profile = tmp_path / "driver.toml"  # the lite profile with this adapter and 32-token captions
+    profile.write_text((REPO / "model/profiles/lite.toml").read_text()
+                       .replace("adapter = ", "# adapter = ") + f'adapter = "{adapter}"\nmax_new_tokens = 32\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "MUSILINGO_DECODE_WORKERS": "0",
+           "MUSILINGO_DEVICE": "cpu", "MUSILINGO_CAPTION_BATCH_SIZE": "1"}
+    cmd = [sys.executable, "-m", "indexer", "scan", str(library), "--engine", "ray", "--address", address,
+           "--data-dir", str(data), "--profile", str(profile), "--greedy", "--commit-every", "1", "--json"]
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 150
-        before: dict = {}
-        while time.monotonic() < deadline and not before and driver.poll() is None:
-            time.sleep(0.1)
-            if (data / "catalog.duckdb").exists():
-                try:
-                    before = _catalog(data)["tracks"]
-                except Exception:  # the file may not have its tables yet
-                    continue
-        assert before, "the driver committed nothing in time"
+        # The driver writes shard N+1 only after committing batch N: once shard 2 is on disk, two rows are
+        # committed, so at least one track (only one file fails).
+        while not list(data.glob("ray/*/shard-000002.parquet")) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the driver committed nothing in time"
+            time.sleep(0.02)
     finally:
         driver.kill()  # Ray then ends the actors this driver owned; the cluster stays up
         driver.wait()
+    before = _catalog(data)["tracks"]
+    assert before, "the driver finished or died before its first commit"
     assert len(before) < len(FORMATS)
     summary = run_ray_scan([str(library)], _settings(data), _profile(adapter), greedy=True)
     after = _catalog(data)["tracks"]
