@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 PORT ?= 8501
 
-.PHONY: run test install lint demo clean
+.PHONY: run test test-slow install lint demo clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ test: install
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 lint: install
 	$(PY) -m ruff check .

@@ -52,6 +52,8 @@ def decode_audio(path: str | Path, sample_rate: int, max_seconds: float | None =
         have = 0
         for frame in container.decode(stream):
             chunk = _mono(frame)
+            if frame.sample_rate and frame.sample_rate != native_rate:  # a stream that changes rate midway
+                chunk = soxr.resample(chunk, frame.sample_rate, native_rate).astype(np.float32, copy=False)
             pieces.append(chunk)
             have += chunk.size
             if limit is not None and have >= limit:
@@ -85,8 +87,9 @@ _FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63, "flt
 def _mono(frame: av.AudioFrame) -> np.ndarray:
     """The channel mean of a decoded frame as float32, converted here rather than by FFmpeg's resampler.
 
-    FFmpeg's float downmix sums 4+ channels past full scale, and its resampler crashes (SIGSEGV) on a
-    WAV with 8 channels and no channel mask; a plain mean is bounded and works for any count.
+    FFmpeg's float downmix to mono sums 4+ channels past full scale (a 0.4 tone on 8 channels came out
+    clipped at 1.0), and its resampler left on the frame's own layout crashed (SIGSEGV) on an 8-channel
+    WAV without a channel mask; a plain mean is bounded and works for any channel count.
     """
     name = frame.format.name.rstrip("p")
     if name not in _FULL_SCALE:
