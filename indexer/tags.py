@@ -67,12 +67,19 @@ def clean_text(value: object, limit: int = MAX_FIELD_CHARS) -> str | None:
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # lone surrogates from broken UTF-16 tags
         text = text.encode("utf-8", "replace").decode("utf-8")
-    text = _repair_mojibake(text)
+    text = _printable(text)
+    # Repair until nothing changes, so cleaning a cleaned value is a no-op (each repair shortens the text).
+    while (repaired := _printable(_repair_mojibake(text))) != text:
+        text = repaired
+    return text[:limit].rstrip() or None
+
+
+def _printable(text: str) -> str:
+    """NFC text with control, surrogate and private-use characters dropped and white space folded."""
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if ch in "\t\n\r" else ch for ch in text
                    if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cs", "Co") and ch != "\ufeff")
-    text = " ".join(text.split())
-    return text[:limit].rstrip() or None
+    return " ".join(text.split())
 
 
 def _repair_mojibake(text: str) -> str:

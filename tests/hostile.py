@@ -376,7 +376,7 @@ def undecodable_name(folder: Path) -> Built:
     path = Path(os.fsdecode(os.fsencode(folder) + b"/latin1-caf\xe9-\xff.wav"))
     _good(path)
     return path, Expect("file name with invalid UTF-8 bytes", "audio", "indexed by its raw bytes, or refused "
-                        "with a reason; never a crash", (0.99, 1.01), 660.0)
+                        "with a reason; never a crash", (0.99, 1.01), 660.0, scan_may_refuse=("utf-8",))
 
 
 def deep_path(folder: Path) -> Built:

@@ -44,9 +44,6 @@ def test_clean_text_is_bounded_and_storable(value: str | bytes, limit: int) -> N
     assert_clean(T.clean_text(value, limit), limit)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "indexer/tags.py clean_text is not idempotent: mojibake repair runs before control characters are "
-    "removed, so clean_text('\\x80Â¡') == 'Â¡' but clean_text('Â¡') == '¡'"))
 @given(hostile_text)
 @example("\x80Â¡")
 @settings(max_examples=300, deadline=None)
