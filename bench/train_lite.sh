@@ -34,8 +34,8 @@ def mean_acc(run):
     return sum(v["accuracy"] for v in acc.values()) / len(acc)
 audio, base = mean_acc("audio"), mean_acc("no_audio")
 print(f"held-out caption attribute accuracy: audio {audio:.3f} vs no-audio baseline {base:.3f}")
-if audio <= base:
-    sys.exit("not shipped: the adapter does not beat the no-audio baseline")
+if audio < base + 0.05:  # a margin, so that one lucky clip of 40 does not count as a gain
+    sys.exit("not shipped: the adapter does not clearly beat the no-audio baseline")
 for ext in ("safetensors", "json"):
     shutil.copy(f"data/runs/lite/stage2-adapter.{ext}", f"model/weights/lite-adapter.{ext}")
 print("shipped model/weights/lite-adapter.safetensors")

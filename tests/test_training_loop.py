@@ -153,10 +153,9 @@ def _config(setup, kind: str, tmp: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _mean_loss(setup, cfg: TrainConfig, adapter_path: str) -> float:
+def _mean_loss(llm, tok, cfg: TrainConfig, adapter_path: str) -> float:
     from training.train import build_model, load_training_items
 
-    llm, tok = _llm(setup)
     cfg = TrainConfig(**{**cfg.__dict__, "init_adapter": adapter_path})
     model, profile = build_model(cfg, "cpu", llm, tok)
     items, tokens, _ = load_training_items(cfg, profile)
@@ -179,8 +178,8 @@ def test_steps_lower_the_loss_and_only_the_adapter_changes(setup, kind, tmp_path
     after = llm.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the frozen LLM changed"
     assert not torch.allclose(summary["adapter"].weight, init.weight)
-    loss0 = _mean_loss(setup, cfg, str(tmp_path / "init.safetensors"))
-    loss1 = _mean_loss(setup, cfg, cfg.output)
+    loss0 = _mean_loss(llm, tok, cfg, str(tmp_path / "init.safetensors"))
+    loss1 = _mean_loss(llm, tok, cfg, cfg.output)
     assert loss1 < loss0 - 0.005, (kind, loss0, loss1)  # deterministic; the random tiny LLM barely reacts to 1 token
     linear, meta = load_adapter(Path(cfg.output), 140, llm.config.hidden_size)
     assert meta["stage"] == cfg.stage and meta["steps"] == 8 and meta["pool_window"] == 325
