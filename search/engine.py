@@ -1,8 +1,9 @@
 """The search engine the UI and the CLI share: natural-language search, more like this, track details.
 
 Each call opens the catalog read-only for one query and closes it (a scan in another process writes
-between our queries); the text embedder, the stemmer and the FAISS indexes are loaded once, lazily,
-and the indexes are reloaded when the scan rewrites them.
+between our queries), except the search snapshot (search/fts.py), which no one writes in place and which
+answers a search alone while it reflects the catalog exactly; the text embedder, the snapshot reader
+and the FAISS indexes are loaded once, lazily, and reloaded when the scan rewrites them.
 """
 
 from __future__ import annotations
@@ -16,19 +17,25 @@ import duckdb
 import numpy as np
 import torch
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from indexer.store import Catalog, CatalogError, captions, embeddings, errors, scans, tags, tracks
 from model.audio import AudioDecodeError
-from model.config import load_profile
+from model.config import Profile, load_profile
+from model.encoder import Encoder, track_vector
 from model.settings import Settings
 from model.textembed import TextEmbedder
 from search import rank
-from search.ann import EXACT_SUBSET_MAX, VectorIndex
-from search.fts import Stemmer, attach_snapshot
+from search.ann import VectorIndex
+from search.fts import SnapshotReader, attach_snapshot
 from search.query import ParsedQuery, parse_query
 
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
+# DuckDB threads per search query. Each query is tens of milliseconds of work on a fresh connection;
+# on the 2-core reference machine one thread answered the 1M-track queries faster than two (no
+# parallel start-up, no contention with the query embedder or other processes; docs/benchmarks.md).
+QUERY_THREADS = 1
 
 
 class SearchError(ValueError):
@@ -115,14 +122,41 @@ class SearchResult:
 
 
 def _hit(row: dict, **extra: object) -> Hit:
-    names = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root", "caption")
-    return Hit(track_id=int(row["id"]), **{n: row.get(n) for n in names}, **extra)
+    return Hit(track_id=int(row["id"]), **{n: row.get(n) for n in (*rank.HIT_COLUMNS, "caption")}, **extra)
+
+
+def _duck(conn: Connection) -> duckdb.DuckDBPyConnection:
+    """The DuckDB connection under a catalog connection, set up for one search query."""
+    db = conn.connection.driver_connection
+    db.execute(f"SET threads = {QUERY_THREADS}")
+    return db
 
 
 def _rows(db: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = None) -> list[dict]:
     cur = db.execute(sql, params or {})
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One search, prepared: what the ranking needs whichever store answers it."""
+
+    parsed: ParsedQuery
+    stems: list[str]
+    runs: list[str]
+    vec: np.ndarray | None
+    filters: Filters
+    filter_sql: str
+    params: dict
+
+
+def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], snapshot: bool) -> list[dict]:
+    """Page rows (ids and scores) completed with each track's display columns and caption, in order."""
+    if not rows:
+        return []
+    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql([r["id"] for r in rows], snapshot))}
+    return [{**details[r["id"]], **r} for r in rows if r["id"] in details]
 
 
 class SearchEngine:
@@ -134,13 +168,13 @@ class SearchEngine:
         self.text_index = VectorIndex(settings.data_dir, "text")
         self.audio_index = VectorIndex(settings.data_dir, "audio")
         self._embedder = text_embedder
-        self._stemmer: Stemmer | None = None
-        self._encoder = None
+        self._reader: SnapshotReader | None = None
+        self._encoder: Encoder | None = None
         self._lock = threading.Lock()
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
-    def profile(self):
+    def profile(self) -> Profile:
         return load_profile(self.settings.profile, self.settings.data_dir)
 
     def embedder(self) -> TextEmbedder:
@@ -149,15 +183,13 @@ class SearchEngine:
                 self._embedder = TextEmbedder(self.profile.text_embedder)
             return self._embedder
 
-    def stemmer(self) -> Stemmer:
+    def reader(self) -> SnapshotReader:
         with self._lock:
-            if self._stemmer is None:
-                self._stemmer = Stemmer()
-            return self._stemmer
+            if self._reader is None:
+                self._reader = SnapshotReader(self.catalog)
+            return self._reader
 
-    def encoder(self):
-        from model.encoder import Encoder
-
+    def encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
                 self._encoder = Encoder.from_profile(self.profile, device=self.settings.resolved_device())
@@ -187,11 +219,19 @@ class SearchEngine:
             return SearchResult([], 0, str(exc))
 
     def _browse(self, filter_sql: str, params: dict, notes: list[str]) -> SearchResult:
-        try:
-            with self.catalog.read() as conn:
-                rows = _rows(conn.connection.driver_connection, rank.browse_sql(filter_sql), params)
-        except (FileNotFoundError, CatalogError) as exc:
-            return SearchResult([], 0, str(exc))
+        reader = self.reader()
+        with reader.lock:
+            rows = None
+            if reader.current() is not None:
+                rows = _rows(reader.con, rank.browse_sql(filter_sql, "kw.kw_tracks"), params)
+                rows = _with_details(reader.con, rows, snapshot=True)
+        if rows is None:
+            try:
+                with self.catalog.read() as conn:
+                    db = _duck(conn)
+                    rows = _with_details(db, _rows(db, rank.browse_sql(filter_sql, "tracks"), params), snapshot=False)
+            except (FileNotFoundError, CatalogError) as exc:
+                return SearchResult([], 0, str(exc))
         total = int(rows[0]["total"]) if rows else self._count(filter_sql, params)
         if not total:
             notes.append("No tracks match the filters." if filter_sql else "The library has no indexed tracks yet.")
@@ -205,66 +245,88 @@ class SearchEngine:
         sql = f"SELECT count(*) FROM tracks t WHERE t.status = 'done' {filter_sql}"
         bound = {k: v for k, v in params.items() if k.startswith("f_")}
         with self.catalog.read() as conn:
-            return int(conn.connection.driver_connection.execute(sql, bound).fetchone()[0])
+            return int(_duck(conn).execute(sql, bound).fetchone()[0])
 
-    def _allowed(self, db: duckdb.DuckDBPyConnection, filters: Filters, filter_sql: str,
-                 params: dict) -> tuple[np.ndarray | None, int | None]:
-        """The ids passing the filters when few enough to score exactly, and how many pass (None: no filter)."""
+    @staticmethod
+    def _allowed(db: duckdb.DuckDBPyConnection, tracks: str, filters: Filters, filter_sql: str,
+                 params: dict) -> np.ndarray | None:
+        """The ids of the tracks passing the filters (None: no filter)."""
         if not filters.active():
-            return None, None
+            return None
         bound = {k: v for k, v in params.items() if k.startswith("f_")}
-        where = f"FROM tracks t WHERE t.status = 'done' {filter_sql}"
-        total = int(db.execute(f"SELECT count(*) {where}", bound).fetchone()[0])
-        if total > EXACT_SUBSET_MAX:
-            return None, total
-        return db.execute(f"SELECT t.id {where}", bound).fetchnumpy()["id"].astype(np.int64), total
+        sql = f"SELECT t.id FROM {tracks} t WHERE t.status = 'done' {filter_sql}"
+        return db.execute(sql, bound).fetchnumpy()["id"].astype(np.int64)
 
     def _search(self, parsed: ParsedQuery, filters: Filters, filter_sql: str, params: dict,
                 notes: list[str]) -> SearchResult:
-        stemmer = self.stemmer()
-        if not stemmer.ok and stemmer.error not in notes:
-            notes.append(stemmer.error)
-        semantic = self.text_index.available
-        vec = self.embedder().encode([parsed.text])[0] if semantic else None  # before holding the catalog
-        with self.catalog.read() as conn:
-            db = conn.connection.driver_connection
-            snapshot = attach_snapshot(db, self.catalog) if stemmer.ok else None
-            termids: list[int] | None = None
-            terms: list[str] | None = None  # index terms matched: what explanations highlight
-            like_words: list[str] = list(parsed.words)
-            if snapshot is not None:
-                found = db.execute("SELECT termid, term, df FROM kw.kw_terms WHERE term IN (SELECT unnest($s))",
-                                   {"s": stemmer.stems(parsed.words)}).fetchall()
-                terms = [term for _, term, _ in found]
-                rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
-                termids = rare or [t for t, _, _ in found]
-                if not int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0]):
-                    like_words = []  # nothing indexed since the snapshot: BM25 covers every track
-            else:
-                notes.append("The keyword index has not been built yet, so keywords are matched as plain text.")
-            sem_ids: list[int] = []
-            sem_sims: list[float] = []
-            if vec is not None:
-                allowed, allowed_total = self._allowed(db, filters, filter_sql, params)
-                ids, sims = self.text_index.search(vec, rank.SEMANTIC_DEPTH, allowed, allowed_total)
-                keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
-                sem_ids, sem_sims = ids[keep].tolist(), sims[keep].astype(float).tolist()
-            else:
-                notes.append("The semantic index has not been built yet (run `python -m indexer scan`); "
-                             "showing keyword matches only.")
-            params.update(text=parsed.text, sem_ids=sem_ids, sem_sims=sem_sims)
-            params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
-            sql = rank.search_sql(rank.keyword_sql(termids, len(like_words)), filter_sql, snapshot is not None)
-            rows = _rows(db, sql, params)
-            if rows or not params["offset"]:
-                total = int(rows[0]["total"]) if rows else 0
-            else:  # a page past the end: the total still comes from the first row
-                first = _rows(db, sql, {**params, "offset": 0, "limit": 1})
-                total = int(first[0]["total"]) if first else 0
+        reader = self.reader()
+        if not reader.ok:
+            notes.append(reader.error)
+        phrase, stems = reader.analyze(parsed.text, parsed.words)
+        vec = self.embedder().encode([parsed.text])[0] if self.text_index.available else None
+        if vec is None:
+            notes.append("The semantic index has not been built yet (run `python -m indexer scan`); "
+                         "showing keyword matches only.")
+        params.update(phrase_len=max(1, len(phrase)))
+        query = _Query(parsed, stems, rank.word_runs(phrase), vec, filters, filter_sql, params)
+        with reader.lock:  # the warm snapshot answers alone while it reflects the catalog exactly
+            meta = reader.current()
+            found = None
+            if meta is not None and self.text_index.generation() in (-1, meta["generation"]):
+                found = self._rank(reader.con, {**meta, "stale": False}, query, "kw.kw_tracks")
+        if found is None:
+            with self.catalog.read() as conn:
+                db = _duck(conn)
+                snapshot = attach_snapshot(db, self.catalog) if reader.ok else None
+                if snapshot is None:
+                    notes.append("The keyword index is missing or from an older version (rebuilt by the next "
+                                 "scan, or now by `python -m search --refresh-keywords`), so keywords are "
+                                 "matched as plain text.")
+                found = self._rank(db, snapshot, query, "tracks")
+        rows, total, terms = found
         hits = self._explain(rows, terms, parsed.words)
         if not total:
             notes.append("No tracks match" + (" these filters and" if filters.active() else "") + " the query.")
         return SearchResult(hits, total, " ".join(notes))
+
+    def _rank(self, db: duckdb.DuckDBPyConnection, snapshot: dict | None, q: _Query,
+              tracks: str) -> tuple[list[dict], int, list[str] | None]:
+        """Ranked page rows with details, the total, and the index terms matched (None: no snapshot).
+
+        `db` has the snapshot attached as `kw` (when there is one); `tracks` is the catalog's table, or
+        the snapshot's copy when the snapshot is current.
+        """
+        termids: list[int] | None = None
+        terms: list[str] | None = None
+        like_words: list[str] = list(q.parsed.words)
+        if snapshot is not None:
+            found = db.execute("SELECT termid, term, df FROM kw.kw_terms WHERE term IN (SELECT unnest($s))",
+                               {"s": q.stems}).fetchall()
+            terms = [term for _, term, _ in found]
+            rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
+            termids = rare or [t for t, _, _ in found]
+            if not snapshot["stale"]:
+                like_words = []  # the snapshot holds every track: BM25 covers them all
+        params = dict(q.params)
+        sem_ids: list[int] = []
+        sem_sims: list[float] = []
+        if q.vec is not None:
+            allowed = self._allowed(db, tracks, q.filters, q.filter_sql, params)
+            ids, sims = self.text_index.search(q.vec, rank.SEMANTIC_DEPTH, allowed)
+            keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
+            sem_ids, sem_sims = ids[keep].tolist(), sims[keep].astype(float).tolist()
+        params.update(sem_ids=sem_ids, sem_sims=sem_sims)
+        params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
+        warm = tracks != "tracks"
+        sql = rank.search_sql(termids, len(like_words), q.runs, q.filter_sql,
+                              check_tracks=q.filters.active() or not warm, tracks=tracks)
+        rows = _rows(db, sql, params)
+        if rows or not params["offset"]:
+            total = int(rows[0]["total"]) if rows else 0
+        else:  # a page past the end: the total still comes from the first row
+            first = _rows(db, sql, {**params, "offset": 0, "limit": 1})
+            total = int(first[0]["total"]) if first else 0
+        return _with_details(db, rows, snapshot=warm), total, terms
 
     def _explain(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...]) -> list[Hit]:
         """Hits with the words to highlight per field: the index terms matched, as written in each field
@@ -272,7 +334,7 @@ class SearchEngine:
         names = ("caption", "title", "artist", "album", "genre")
         texts = [str(r.get(n) or "") for r in rows for n in names]
         if terms is not None:
-            found = self.stemmer().surface_matches(texts, terms)
+            found = self.reader().surface_matches(texts, terms)
         else:
             found = [[w for w in words if w in t.lower()] for t in texts]
         hits = []
@@ -298,8 +360,6 @@ class SearchEngine:
 
     def like_audio(self, path: str | Path, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """Tracks that sound most like an audio file, which need not be in the library."""
-        from model.encoder import track_vector
-
         path = Path(path)
         if not path.is_file():
             raise SearchError(f"no such audio file: {path}")
@@ -320,12 +380,12 @@ class SearchEngine:
         top_k = max(1, min(int(top_k), MAX_TOP_K))
         filter_sql, params = filters.sql()
         with self.catalog.read() as conn:
-            db = conn.connection.driver_connection
-            allowed, allowed_total = self._allowed(db, filters, filter_sql, params)
-            ids, sims = self.audio_index.search(vec, top_k + 1, allowed, allowed_total)
+            db = _duck(conn)
+            allowed = self._allowed(db, "tracks", filters, filter_sql, params)
+            ids, sims = self.audio_index.search(vec, top_k + 1, allowed)
             params.update(ids=ids.tolist(), sims=sims.astype(float).tolist(), encoder_version=encoder_version,
                           exclude=exclude, limit=top_k)
-            rows = _rows(db, rank.like_sql(filter_sql), params)
+            rows = _with_details(db, _rows(db, rank.like_sql(filter_sql), params), snapshot=False)
         return [_hit(r, score=float(r["audio"]), audio=float(r["audio"]),
                      reasons=[f"{why} (audio similarity {r['audio']:.2f})"]) for r in rows]
 
@@ -391,10 +451,11 @@ class SearchEngine:
                 .group_by(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version)
                 .order_by(func.count().desc())).mappings()]
             scan = conn.execute(select(scans).order_by(scans.c.id.desc()).limit(1)).mappings().first()
-            db = conn.connection.driver_connection
+            db = _duck(conn)
             snapshot = attach_snapshot(db, self.catalog)
-            if snapshot is not None:
-                snapshot["stale_tracks"] = int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0])
+            if snapshot is not None:  # tracks the snapshot lacks, matched by substring until it is rebuilt
+                snapshot["stale_tracks"] = int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0]) \
+                    if snapshot["stale"] else 0
         latest = dict(scan) if scan else None
         for key in ("roots", "summary"):
             if latest and isinstance(latest.get(key), str):

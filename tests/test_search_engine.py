@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 
-from indexer.store import Catalog, captions, generation, tags, tracks
+from indexer.store import Catalog, bump_generation, captions, generation, scans, tags, tracks
 from indexer.vectors import build_index, save_index
 from model.settings import load_settings
 from search import Filters, SearchEngine, refresh_fts
@@ -52,6 +52,7 @@ def _write_tracks(catalog: Catalog, rows: list[dict], texts: list[str], vecs: np
             conn.execute(insert(captions).values(track_id=tid, pipeline_version=PIPELINE, text=text,
                                                  text_vector=vec.astype(np.float32).tobytes()))
             ids.append(tid)
+        bump_generation(conn)  # as the scan's writer does with every batch that changes tracks
     return ids
 
 
@@ -202,12 +203,32 @@ def test_any_text_is_a_valid_query(engine, raw: str) -> None:
     assert isinstance(result.message, str) and len(result.hits) <= 3
 
 
+def test_snapshot_and_catalog_answer_alike(scratch, text_embedder) -> None:
+    """A current snapshot answers alone; once the catalog file changes the catalog answers, the same."""
+    refresh_fts(Catalog(scratch / "catalog.duckdb"))  # a copied catalog is another file: snapshot it anew
+    engine = _engine(scratch, text_embedder)
+    queries = [("slow sad strings", Filters()), ("calm piano", Filters(genre="jazz")), ("", Filters(year_min=2010))]
+    warm = [engine.search(q, filters=f, top_k=30) for q, f in queries]
+    reader = engine.reader()
+    with reader.lock:
+        assert reader.current() is not None
+    with Catalog(scratch / "catalog.duckdb").write() as conn:  # a write that changes no track
+        conn.execute(insert(scans).values(state="finished"))
+    cold = [engine.search(q, filters=f, top_k=30) for q, f in queries]
+    with reader.lock:
+        assert reader.current() is None
+    for a, b in zip(warm, cold, strict=True):
+        assert a.total == b.total and a.message == b.message
+        assert [(h.track_id, h.caption, h.path) for h in a.hits] == [(h.track_id, h.caption, h.path) for h in b.hits]
+        assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits])
+
+
 def test_keyword_search_falls_back_without_a_snapshot(scratch, library, text_embedder) -> None:
     fts_path(Catalog(scratch / "catalog.duckdb")).unlink()
     target = library[1][21]
     result = _engine(scratch, text_embedder).search(target["title"])
     assert result.hits[0].track_id == target["id"]
-    assert "keyword index has not been built" in result.message
+    assert "keyword index is missing" in result.message
 
 
 def test_tracks_indexed_after_the_snapshot_are_found_until_it_is_refreshed(scratch, text_embedder) -> None:
@@ -243,12 +264,15 @@ def test_filtered_search_on_hnsw_is_exact_over_the_allowed_tracks(scratch, libra
     query = "a calm and peaceful piece"
     q = text_embedder.encode([query])[0]
     sims = {rows[i]["id"]: float(vecs[i] @ q) for i in allowed}
-    result = engine.search(query, filters=filters, top_k=50)
-    for hit in result.hits:
-        if hit.semantic is not None:
-            assert hit.semantic == pytest.approx(sims[hit.track_id], abs=1e-5)
     expected = {tid for tid, s in sims.items() if s >= 0.3}
-    assert expected <= {h.track_id for h in result.hits if h.semantic is not None}
+    for exact_max in (len(allowed), 0):  # the allowed tracks scored exactly, then by a filtered graph walk
+        engine.text_index.exact_max = exact_max
+        result = engine.search(query, filters=filters, top_k=50)
+        assert {h.track_id for h in result.hits} <= {rows[i]["id"] for i in allowed}
+        for hit in result.hits:
+            if hit.semantic is not None:
+                assert hit.semantic == pytest.approx(sims[hit.track_id], abs=1e-5)
+        assert expected <= {h.track_id for h in result.hits if h.semantic is not None}
 
 
 def test_engine_reloads_the_index_after_a_save(scratch, library, text_embedder) -> None:
