@@ -107,6 +107,16 @@ def write_profile(path: Path, **fields: object) -> Path:
     return path
 
 
+def lite_variant(path: Path, **overrides: object) -> Path:
+    """The shipped lite profile with some fields replaced, written as a TOML file at `path`."""
+    import tomllib
+
+    from model.config import PROFILES_DIR
+
+    fields = tomllib.loads((PROFILES_DIR / "lite.toml").read_text())
+    return write_profile(path, **{**fields, **overrides})
+
+
 def tone(seconds: float, freq: float = 440.0, sr: int = 24000, seed: int = 0) -> np.ndarray:
     """A sine with a little noise: real-looking audio with known content."""
     t = np.arange(int(seconds * sr)) / sr

@@ -23,6 +23,8 @@ from typing import Literal
 
 import numpy as np
 
+from tests.harness import lite_variant
+
 RATE = 24000  # the rate the engine decodes to
 
 
@@ -582,9 +584,7 @@ def make_data_dir(data: Path) -> Path:
     if not (data / "models").exists():
         (data / "models").symlink_to(models, target_is_directory=True)
     (data / "profiles").mkdir(exist_ok=True)
-    lines = [line for line in (REPO / "model" / "profiles" / "lite.toml").read_text().splitlines()
-             if not line.startswith(("adapter", "max_new_tokens"))]
-    (data / "profiles" / f"{PROFILE}.toml").write_text("\n".join([*lines, 'adapter = ""', "max_new_tokens = 4", ""]))
+    lite_variant(data / "profiles" / f"{PROFILE}.toml", adapter="", max_new_tokens=4)
     return data
 
 

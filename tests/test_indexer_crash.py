@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from indexer.cli import main as cli
 from indexer.pipeline import scan
 from indexer.store import Catalog
 from indexer.vectors import index_ids, load_index
-from model.config import PROFILES_DIR
 from tests.conftest import MODELS_DIR, REPO, write_audio
+from tests.harness import lite_variant
 
 READER = r"""
 import json, sys, time
@@ -102,9 +101,7 @@ def test_sigkill_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path):
                     seconds=2.0, seed=60 + i)
     (data / "profiles").mkdir(parents=True)
     (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
-    lite = (PROFILES_DIR / "lite.toml").read_text()
-    (data / "profiles" / "lite-fresh.toml").write_text(
-        re.sub(r'(?m)^adapter = .*$', 'adapter = ""', lite) + "\nmax_new_tokens = 4\n")
+    lite_variant(data / "profiles" / "lite-fresh.toml", adapter="", max_new_tokens=4)
     cmd = [sys.executable, "-m", "indexer", "scan", str(lib), "--data-dir", str(data), "--profile", "lite-fresh",
            "--greedy", "--commit-every", "2", "--json"]
 

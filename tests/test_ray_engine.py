@@ -31,6 +31,7 @@ from model.frontend import LiteFrontend
 from model.llm import local_folder
 from model.settings import load_settings
 from tests.conftest import write_audio
+from tests.harness import lite_variant
 
 ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
@@ -192,8 +193,7 @@ def test_driver_killed_mid_scan_resumes_without_redoing_tracks(cluster, adapter:
     data = tmp_path / "data"
     address = ray.get_runtime_context().gcs_address
     profile = tmp_path / "driver.toml"  # the lite profile with this adapter and 32-token captions
-    profile.write_text((REPO / "model/profiles/lite.toml").read_text()
-                       .replace("adapter = ", "# adapter = ") + f'adapter = "{adapter}"\nmax_new_tokens = 32\n')
+    lite_variant(profile, adapter=str(adapter), max_new_tokens=32)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "MUSILINGO_DECODE_WORKERS": "0",
            "MUSILINGO_DEVICE": "cpu", "MUSILINGO_CAPTION_BATCH_SIZE": "1"}
     cmd = [sys.executable, "-m", "indexer", "scan", str(library), "--engine", "ray", "--address", address,

@@ -265,6 +265,7 @@ def test_filtered_search_on_hnsw_is_exact_over_the_allowed_tracks(scratch, libra
     q = text_embedder.encode([query])[0]
     sims = {rows[i]["id"]: float(vecs[i] @ q) for i in allowed}
     expected = {tid for tid, s in sims.items() if s >= 0.3}
+    assert expected
     for exact_max in (len(allowed), 0):  # the allowed tracks scored exactly, then by a filtered graph walk
         engine.text_index.exact_max = exact_max
         result = engine.search(query, filters=filters, top_k=50)

@@ -21,9 +21,9 @@ import pytest
 from mutagen.flac import FLAC
 from streamlit.testing.v1 import AppTest
 
-from model.config import PROFILES_DIR
 from model.settings import load_settings
 from search import SearchEngine
+from tests.harness import lite_variant
 from ui.render import md_escape
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,9 +82,7 @@ def build_catalog(base: Path) -> dict[str, Path | str]:
     data = base / "data"
     data.mkdir()
     profile = base / "lite.toml"  # the shipped lite profile, but with a fresh adapter: no trained file needed
-    profile.write_text((PROFILES_DIR / "lite.toml").read_text().replace(
-        'adapter = "repo:weights/lite-adapter.safetensors"', 'adapter = ""')
-        + 'max_new_tokens = 24\nname = "lite"\n')
+    lite_variant(profile, adapter="", max_new_tokens=24, name="lite")
     config = data / "config.toml"
     config.write_text("[ui]\nchat_greedy = true\nchat_max_new_tokens = 12\npage_size = 10\n")
     env = {**os.environ, "MUSILINGO_DATA_DIR": str(data), "MUSILINGO_ROOTS": str(library),
