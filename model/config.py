@@ -107,6 +107,16 @@ def list_profiles(data_dir: Path | None = None) -> list[str]:
     return sorted(names)
 
 
+def read_toml_fields(path: str | Path, cls: type, what: str = "") -> dict:
+    """A TOML file's table as keyword arguments for dataclass `cls`; an unknown key is an error, not ignored."""
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    unknown = set(raw) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{what}{path}: unknown keys {sorted(unknown)}")
+    return raw
+
+
 def load_profile(name_or_path: str | Path, data_dir: Path | None = None, **overrides: object) -> Profile:
     """Load a profile by registry name or TOML path; keyword overrides replace single fields."""
     candidate = Path(name_or_path)
@@ -117,12 +127,7 @@ def load_profile(name_or_path: str | Path, data_dir: Path | None = None, **overr
         if not found:
             raise KeyError(f"unknown profile '{name_or_path}'; known: {', '.join(list_profiles(data_dir))}")
         path = found[0]
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    known = {f.name for f in fields(Profile)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"profile {path}: unknown keys {sorted(unknown)}")
+    raw = read_toml_fields(path, Profile, "profile ")
     raw.setdefault("name", path.stem)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return Profile(**raw, source=str(path))

@@ -29,8 +29,7 @@ import os
 import shutil
 import sys
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.checkpoints import save_adapter
-from model.config import load_profile
+from model.config import load_profile, read_toml_fields
 from training.datasets import CAPTION_INSTRUCTION, Item, as_instruction, read_dataset
 from training.features import FeatureCache
 
@@ -90,12 +89,7 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, **overrides) -> TrainConfig:
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    raw = read_toml_fields(path, TrainConfig)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**raw)
 
