@@ -22,7 +22,6 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	HF_HUB_OFFLINE=1 $(PY) -m model prepare --data-dir $(DATA_DIR)
 	HF_HUB_OFFLINE=1 $(PY) -m indexer scan demo/library --data-dir $(DATA_DIR)
-	HF_HUB_OFFLINE=1 $(PY) -m search --refresh-keywords --data-dir $(DATA_DIR)
 	MUSILINGO_DATA_DIR=$(DATA_DIR) MUSILINGO_ROOTS=$(CURDIR)/demo/library HF_HUB_OFFLINE=1 \
 		$(PY) -m streamlit run ui/main.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
 

@@ -1,8 +1,8 @@
 """Search latency and index choice on synthetic catalogs of 10k, 100k and 1M tracks.
 
 For each size: a real DuckDB catalog of synthetic rows (captions drawn from a music vocabulary with a
-Zipf law, so keyword posting lists are as skewed as real ones), the real keyword snapshot
-(search.fts.refresh_fts), and 384-d random unit vectors scattered around 2,000 centres that are the
+Zipf law, so keyword posting lists are as skewed as real ones; five raw tags per track), the real keyword
+snapshot (indexer.keywords.refresh_keywords, as the scan rebuilds it), and 384-d random unit vectors scattered around 2,000 centres that are the
 real MiniLM embeddings of synthetic captions. Real caption embeddings cluster by topic, and queries
 embedded by the same model land among them, so the engine gets its full 500 semantic candidates as in
 use (uniform random vectors in 384-d have no neighbours worth finding, so they would measure nothing
@@ -13,9 +13,13 @@ about recall). Then, in one process:
 - brute-force numpy (one matrix-vector product and argpartition) on the same queries;
 - the engine end to end (`SearchEngine.search`, query embedding by the real MiniLM included) on the
   index kind `build_index(kind="auto")` picks, with and without filters, p50/p99, answered by the warm
-  search snapshot; then again after a write to the catalog, as during a scan, when every query opens
-  the catalog;
-- peak RSS of the process.
+  keyword snapshot; where a filtered query's time goes (the filter's id list, the vector search over
+  it); then after a scan's last bookkeeping write (the snapshot checked once against the catalog and
+  kept warm), and after a write that changes the tracks, as during a scan, when every query opens the
+  catalog;
+- DuckDB on the catalog itself: opening it, a filter's id list, the tracks-captions-tags join the
+  snapshot is built from, `stats()` and `facets()`;
+- RSS of the process while serving, and its peak.
 
     python bench/bench_search.py --sizes 10000 100000 1000000 [--json]
 """
@@ -40,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import insert  # noqa: E402
 
-from indexer.store import Catalog, generation, scans  # noqa: E402
+from indexer.keywords import refresh_after_scan, refresh_keywords  # noqa: E402
+from indexer.store import Catalog, bump_generation, generation, scans  # noqa: E402
 from indexer.vectors import build_index, choose_kind, save_index  # noqa: E402
 
 DIM = 384
@@ -109,6 +114,10 @@ def make_catalog(data: Path, n: int, rng: np.random.Generator) -> None:
                              'bench', TIMESTAMP '2024-01-01'
                       FROM docs""")
         db.execute("INSERT INTO captions (track_id, pipeline_version, text) SELECT id, 'p', caption FROM docs")
+        db.execute("""INSERT INTO tags (track_id, key, value) SELECT id, k, v FROM (
+                          SELECT id, unnest(['title', 'artist', 'genre', 'date', 'comment']) AS k,
+                                 unnest(['Title ' || id, artist, genre, year::VARCHAR,
+                                         'ripped from ' || ['vinyl', 'cd', 'tape'][1 + id % 3]]) AS v FROM docs)""")
         db.unregister("docs")
 
 
@@ -147,7 +156,8 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
     import psutil
 
     from model.settings import load_settings
-    from search import Filters, SearchEngine, refresh_fts
+    from search import Filters, SearchEngine
+    from search.fts import QUERY_THREADS
 
     rng = np.random.default_rng(seed)
     data = workdir / f"n{n}"
@@ -157,9 +167,13 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
     t0 = time.perf_counter()
     make_catalog(data, n, rng)
     res["catalog_s"] = round(time.perf_counter() - t0, 1)
+    catalog = Catalog(data / "catalog.duckdb")
     t0 = time.perf_counter()
-    refresh_fts(Catalog(data / "catalog.duckdb"))
+    refresh_keywords(catalog)
     res["keyword_snapshot_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    assert "skipped" in refresh_after_scan(catalog, changed=False)
+    res["keyword_check_s"] = round(time.perf_counter() - t0, 2)  # a scan that changed nothing: no rebuild
 
     vecs = clustered_vectors(n, rng, centres)
     queries = clustered_vectors(n_queries, rng, centres)
@@ -200,16 +214,33 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
     results, ms = timed(lambda t: engine.search(t, top_k=20), texts)
     res["engine"] = percentiles(ms)
     res["engine"]["mean_total"] = round(statistics.fmean(r.total for r in results), 1)
+    reader = engine.reader()  # the same with two DuckDB threads on the warm snapshot (search.fts.QUERY_THREADS)
+    reader.con.execute("SET threads = 2")
+    _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
+    res["engine_2_threads"] = percentiles(ms)
+    reader.con.execute(f"SET threads = {QUERY_THREADS}")
     filters = Filters(genre="Jazz", year_min=1990, year_max=2010, min_duration=120)
     results, ms = timed(lambda t: engine.search(t, filters=filters, top_k=20), texts)
     res["engine_filtered"] = percentiles(ms)
+    res["engine_filtered"]["allowed"] = len(allowed_ids(engine, filters))
+    res["filtered_parts"] = filtered_parts(engine, filters, texts)
     _, ms = timed(lambda t: engine.search("", filters=Filters(genre="Rock", year_min=2000), top_k=20,
                                           offset=100), texts[: max(10, n_queries // 4)])
     res["browse_filtered"] = percentiles(ms)
-    # What a search costs while a scan writes: the catalog file changes, so the snapshot no longer
-    # answers alone and each query opens the catalog (a write that changes no track is enough).
-    with Catalog(data / "catalog.duckdb").write() as conn:
-        conn.execute(insert(scans).values(state="running"))
+    res["duckdb"] = duckdb_timings(engine, filters)
+    # The scan's last write (its own row) changes the catalog file but no track: the first query checks
+    # the snapshot against the catalog once, the rest are answered warm again.
+    with catalog.write() as conn:
+        conn.execute(insert(scans).values(state="finished"))
+    t0 = time.perf_counter()
+    engine.search(texts[0], top_k=20)
+    res["first_after_scan_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+    _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
+    res["engine_after_scan"] = percentiles(ms)
+    # What a search costs while a scan writes: a commit that changes tracks (a new generation) means the
+    # snapshot no longer answers alone, and each query opens the catalog.
+    with catalog.write() as conn:
+        bump_generation(conn)
     _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
     res["engine_catalog"] = percentiles(ms)
     res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
@@ -218,22 +249,102 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
     return res
 
 
-def _pp(row: dict, key: str) -> str:
-    return f"{row[key]['p50_ms']:.1f} / {row[key]['p99_ms']:.1f}"
+def allowed_ids(engine, filters) -> np.ndarray:
+    """The ids passing `filters`, as the engine's filtered search computes them from the warm snapshot."""
+    filter_sql, params = filters.sql()
+    reader = engine.reader()
+    with reader.lock:
+        assert reader.current() is not None, "the keyword snapshot should be current"
+        return engine._allowed(reader.con, "kw.kw_tracks", filters, filter_sql, params)
+
+
+def filtered_parts(engine, filters, texts: list[str]) -> dict:
+    """Where a filtered query's time goes: the filter's id list (DuckDB), then the vector search over
+    it, by a filtered HNSW walk and by scoring the allowed vectors exactly."""
+    from search import rank
+
+    out = {}
+    _, out["allowed_ids"] = timed(lambda _: allowed_ids(engine, filters), texts)
+    allowed = allowed_ids(engine, filters)
+    vecs = engine.embedder().encode(texts)
+    index = engine.text_index
+    default = index.exact_max
+    for name, exact_max in (("hnsw_walk", 0), ("exact_subset", 10**9)):
+        index.exact_max = exact_max
+        _, out[name] = timed(lambda v: index.search(v, rank.SEMANTIC_DEPTH, allowed), list(vecs))
+    index.exact_max = default
+    return {k: percentiles(v) for k, v in out.items()}
+
+
+def duckdb_timings(engine, filters, reps: int = 20) -> dict:
+    """DuckDB on the catalog file itself, each on a fresh read-only connection as the engine opens it."""
+    from search.engine import _duck
+
+    filter_sql, params = filters.sql()
+    catalog = engine.catalog
+
+    def on_catalog(sql: str, bound: dict | None = None):
+        with catalog.read() as conn:
+            return _duck(conn).execute(sql, bound or {}).fetchall()
+
+    bound = {k: v for k, v in params.items() if k.startswith("f_")}
+    queries = {
+        "open": ("SELECT 1", None),
+        "filter_ids": (f"SELECT t.id FROM tracks t WHERE t.status = 'done' {filter_sql}", bound),
+        "join_captions_tags": (f"""SELECT count(*), sum(length(c.text)), sum(g.n) FROM tracks t
+            JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
+            JOIN (SELECT track_id, count(*) AS n FROM tags GROUP BY track_id) g ON g.track_id = t.id
+            WHERE t.status = 'done' {filter_sql}""", bound),
+    }
+    out = {}
+    for name, (sql, b) in queries.items():
+        _, ms = timed(lambda _, sql=sql, b=b: on_catalog(sql, b), range(reps))
+        out[name] = percentiles(ms)
+    for name, fn in (("stats", engine.stats), ("facets", engine._read_facets)):  # facets() caches the read
+        _, ms = timed(lambda _, fn=fn: fn(), range(max(3, reps // 4)))
+        out[name] = percentiles(ms)
+    return out
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| tracks | index (auto) | exact p50/p99 ms | HNSW p50/p99 ms | HNSW recall@10 | numpy p50/p99 ms "
-            "| embed p50/p99 ms | engine p50/p99 ms | engine+filters p50/p99 ms | browse+filters p50/p99 ms "
-            "| engine during a scan p50/p99 ms "
-            "| HNSW build s | keyword snapshot s | serving RSS MB | peak RSS MB |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        pp = partial(_pp, r)
-        lines.append(f"| {r['tracks']:,} | {r['auto_kind']} | {pp('flat')} | {pp('hnsw')} | "
-                     f"{r['hnsw']['recall_at_10']:.3f} | {pp('numpy')} | {pp('embed')} | {pp('engine')} | "
-                     f"{pp('engine_filtered')} | {pp('browse_filtered')} | {pp('engine_catalog')} | {r['hnsw_build_s']} | "
-                     f"{r['keyword_snapshot_s']} | {r['serving_rss_mb']:,} | {r['peak_rss_mb']:,} |")
+    """Three tables: vector search alone, the engine end to end, DuckDB on the catalog and memory."""
+    def table(head: list[str], cells) -> list[str]:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
+        return out + [""]
+
+    def pp(r: dict, *keys: str) -> str:
+        d = r
+        for k in keys:
+            d = d[k]
+        return f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}"
+
+    lines = table(
+        ["tracks", "numpy p50/p99 ms", "exact (flat) p50/p99 ms", "HNSW p50/p99 ms", "HNSW recall@10",
+         "HNSW build s", "index (auto)"],
+        lambda r: [f"{r['tracks']:,}", pp(r, "numpy"), pp(r, "flat"), pp(r, "hnsw"),
+                   f"{r['hnsw']['recall_at_10']:.3f}", r["hnsw_build_s"], r["auto_kind"]])
+    lines += table(
+        ["tracks", "embed p50/p99 ms", "engine p50/p99 ms", "engine p99 / numpy p99",
+         "engine, 2 DuckDB threads",
+         "+filters p50/p99 ms",
+         "(allowed tracks)", "browse+filters p50/p99 ms", "first query after a scan ms",
+         "engine after a scan p50/p99 ms", "engine during a scan p50/p99 ms"],
+        lambda r: [f"{r['tracks']:,}", pp(r, "embed"), pp(r, "engine"),
+                   f"{r['engine']['p99_ms'] / r['numpy']['p99_ms']:.2f}", pp(r, "engine_2_threads"),
+                   pp(r, "engine_filtered"),
+                   f"{r['engine_filtered']['allowed']:,}", pp(r, "browse_filtered"), r["first_after_scan_ms"],
+                   pp(r, "engine_after_scan"), pp(r, "engine_catalog")])
+    lines += table(
+        ["tracks", "filter ids (snapshot) ms", "filtered HNSW walk ms", "exact over allowed ms",
+         "catalog open ms", "filter ids (catalog) ms", "tracks-captions-tags join ms", "stats() ms",
+         "facets() ms", "keyword snapshot build s", "snapshot check s", "serving RSS MB", "peak RSS MB",
+         "disk MB"],
+        lambda r: [f"{r['tracks']:,}", pp(r, "filtered_parts", "allowed_ids"), pp(r, "filtered_parts", "hnsw_walk"),
+                   pp(r, "filtered_parts", "exact_subset"), pp(r, "duckdb", "open"), pp(r, "duckdb", "filter_ids"),
+                   pp(r, "duckdb", "join_captions_tags"), pp(r, "duckdb", "stats"), pp(r, "duckdb", "facets"),
+                   r["keyword_snapshot_s"], r["keyword_check_s"], f"{r['serving_rss_mb']:,}",
+                   f"{r['peak_rss_mb']:,}", f"{r['disk_mb']:,}"])
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from indexer.discover import Failure, FileEntry
+from indexer.keywords import refresh_after_scan
 from indexer.store import (
     Catalog,
     bump_generation,
@@ -149,6 +150,8 @@ class Writer:
         self.catalog, self.indexes, self.scan_id = catalog, indexes, scan_id
         self.files_done = 0
         self.audio_seconds = 0.0
+        self.changed = False  # whether a commit changed what the keyword snapshot holds
+        self.keywords: dict | None = None  # what `close` did to the keyword snapshot
         with catalog.read() as conn:
             self.generation = generation(conn)
 
@@ -181,6 +184,7 @@ class Writer:
             changed = removed or ids or batch.recaptions
             catalog_generation = bump_generation(conn) if changed else self.generation
         self.files_done, self.audio_seconds, self.generation = files_done, audio_seconds, catalog_generation
+        self.changed = self.changed or bool(changed or batch.moves)
         self.indexes.apply("audio", removed, ids, np.stack([r.vector for r in batch.tracks]) if ids else None)
         text_ids = ids + [track_id for track_id, _ in batch.recaptions]
         text_vecs = [r.caption.text_vector for r in batch.tracks] + [c.text_vector for _, c in batch.recaptions]
@@ -189,8 +193,10 @@ class Writer:
         return Committed(ids, removed)
 
     def close(self) -> None:
-        """Save the indexes now; they reflect every committed batch."""
+        """Save the indexes now; they reflect every committed batch. Then rebuild the keyword snapshot
+        if the scan changed the library (here, so both scan engines do it; it never raises)."""
         self.indexes.save(self.generation, self.scan_id, force=True)
+        self.keywords = refresh_after_scan(self.catalog, self.changed)
 
 
 def _tag_columns(tag: TrackTags) -> dict:

@@ -2,8 +2,8 @@
 
 Output: one line per hit (score, artist – title, duration, caption excerpt); with `--json`, one JSON
 object per hit on stdout (track id, path, tags, caption, scores and the explanation fields) and the
-total and any message as one JSON object on stderr. `--stats`, `--facets`, `--track ID` and
-`--refresh-keywords` print one object. Errors exit with status 2 ({"ok": false, "error": ...} with --json).
+total and any message as one JSON object on stderr. `--stats`, `--facets` and `--track ID` print
+one object. Errors exit with status 2 ({"ok": false, "error": ...} with --json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--track", type=int, metavar="ID", help="print everything stored about one track")
     mode.add_argument("--stats", action="store_true", help="catalog counts, failures, versions, last scan")
     mode.add_argument("--facets", action="store_true", help="values available for the filters")
-    mode.add_argument("--refresh-keywords", action="store_true", help="rebuild the keyword (BM25) index now")
     p.add_argument("--top-k", type=int, default=20, metavar="K", help="hits to show (default 20, at most 200)")
     p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N hits (pagination)")
     p.add_argument("--artist")
@@ -84,18 +83,13 @@ def run(args: argparse.Namespace) -> int:
     import faiss
     import torch
 
-    from indexer.store import Catalog
     from model.settings import load_settings
     from search.engine import Filters, SearchEngine
-    from search.fts import refresh_fts
 
     # One short query at a time: one thread embeds and searches it fastest and fights no other process.
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     settings = load_settings(args.config, data_dir=args.data_dir, profile=args.profile)
-    if args.refresh_keywords:
-        _print_object(refresh_fts(Catalog(settings.catalog_path)), args)
-        return 0
     engine = SearchEngine(settings)
     if args.stats:
         _print_object(engine.stats(), args)

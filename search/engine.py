@@ -1,7 +1,7 @@
 """The search engine the UI and the CLI share: natural-language search, more like this, track details.
 
 Each call opens the catalog read-only for one query and closes it (a scan in another process writes
-between our queries), except the search snapshot (search/fts.py), which no one writes in place and which
+between our queries), except the keyword snapshot (search/fts.py), which no one writes in place and which
 answers a search alone while it reflects the catalog exactly; the text embedder, the snapshot reader
 and the FAISS indexes are loaded once, lazily, and reloaded when the scan rewrites them.
 """
@@ -19,6 +19,7 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from indexer.keywords import catalog_stamp, last_error
 from indexer.store import Catalog, CatalogError, captions, embeddings, errors, scans, tags, tracks
 from model.audio import AudioDecodeError
 from model.config import Profile, load_profile
@@ -27,15 +28,11 @@ from model.settings import Settings
 from model.textembed import TextEmbedder
 from search import rank
 from search.ann import VectorIndex
-from search.fts import SnapshotReader, attach_snapshot
+from search.fts import QUERY_THREADS, SnapshotReader, attach_snapshot
 from search.query import ParsedQuery, parse_query
 
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
-# DuckDB threads per search query. Each query is tens of milliseconds of work on a fresh connection;
-# on the 2-core reference machine one thread answered the 1M-track queries faster than two (no
-# parallel start-up, no contention with the query embedder or other processes; docs/benchmarks.md).
-QUERY_THREADS = 1
 
 
 class SearchError(ValueError):
@@ -171,6 +168,7 @@ class SearchEngine:
         self._reader: SnapshotReader | None = None
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
+        self._facets: tuple[str, dict] | None = None  # (catalog stamp, facets) of the last read
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
@@ -279,9 +277,8 @@ class SearchEngine:
                 db = _duck(conn)
                 snapshot = attach_snapshot(db, self.catalog) if reader.ok else None
                 if snapshot is None:
-                    notes.append("The keyword index is missing or from an older version (rebuilt by the next "
-                                 "scan, or now by `python -m search --refresh-keywords`), so keywords are "
-                                 "matched as plain text.")
+                    notes.append("The keyword index is missing or from an older version (the next "
+                                 "`python -m indexer scan` rebuilds it), so keywords are matched as plain text.")
                 found = self._rank(db, snapshot, query, "tracks")
         rows, total, terms = found
         hits = self._explain(rows, terms, parsed.words)
@@ -300,8 +297,7 @@ class SearchEngine:
         terms: list[str] | None = None
         like_words: list[str] = list(q.parsed.words)
         if snapshot is not None:
-            found = db.execute("SELECT termid, term, df FROM kw.kw_terms WHERE term IN (SELECT unnest($s))",
-                               {"s": q.stems}).fetchall()
+            found = db.execute(rank.terms_sql(q.stems)).fetchall()
             terms = [term for _, term, _ in found]
             rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
             termids = rare or [t for t, _, _ in found]
@@ -419,7 +415,21 @@ class SearchEngine:
         return torch.from_numpy(arr.astype(np.float32))
 
     def facets(self) -> dict:
-        """Values for filter widgets, over the tracks a search can return."""
+        """Values for filter widgets, over the tracks a search can return.
+
+        Kept until the catalog changes: the UI asks on every page render, and at a million tracks the
+        distinct values take over half a second (docs/benchmarks.md).
+        """
+        stamp = catalog_stamp(self.catalog)  # before reading: a write meanwhile gives a new stamp
+        with self._lock:
+            if self._facets is not None and self._facets[0] == stamp:
+                return self._facets[1]
+        found = self._read_facets()
+        with self._lock:
+            self._facets = (stamp, found)
+        return found
+
+    def _read_facets(self) -> dict:
         done = tracks.c.status == "done"
         with self.catalog.read() as conn:
             def distinct(col) -> list:
@@ -468,7 +478,8 @@ class SearchEngine:
             "embeddings": n_embeddings,
             "failures": {"count": sum(by_stage.values()), "by_stage": by_stage, "recent": recent},
             "versions": versions, "latest_scan": latest,
-            "indexes": {"text": self.text_index.info(), "audio": self.audio_index.info(), "keywords": snapshot},
+            "indexes": {"text": self.text_index.info(), "audio": self.audio_index.info(), "keywords": snapshot,
+                        "keywords_error": last_error(self.catalog)},
         }
 
 

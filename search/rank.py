@@ -7,7 +7,7 @@ million-track catalog costs one pass over the columns involved rather than a rou
 
 from __future__ import annotations
 
-from search.fts import MIN_NAME_CHARS, NAME_COLUMNS, names_sql, norm_sql
+from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, names_sql, norm_sql
 
 # Reciprocal rank fusion (Cormack, Clarke and Buettcher 2009): score = sum_i W_i / (RRF_K + rank_i).
 # Rank fusion needs no calibration between a cosine similarity and a BM25 score, which live on
@@ -60,6 +60,11 @@ def word_runs(phrase: str) -> list[str]:
 def _literals(values: list[str]) -> str:
     """A SQL list of string literals (inlined so DuckDB can prune the sorted name table by zone maps)."""
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def terms_sql(stems: list[str]) -> str:
+    """The snapshot's (termid, term, df) of a query's stems, inlined so zone maps find them in the sorted terms."""
+    return f"SELECT termid, term, df FROM kw.kw_terms WHERE term IN ({_literals(stems)})"
 
 
 def _bm25_sql(termids: list[int], stale: bool) -> str:

@@ -2,7 +2,7 @@
 fallbacks, filtered search on an HNSW index, index reloads and hostile queries.
 
 Captions are the synthetic corpus's attribute captions, embedded by the real text model; the FAISS index
-and the keyword snapshot are the real ones the scan writes (indexer.vectors, search.fts).
+and the keyword snapshot are the real ones the scan writes (indexer.vectors, indexer.keywords).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
+from indexer.keywords import keywords_path, refresh_keywords
 from indexer.store import Catalog, bump_generation, captions, generation, scans, tags, tracks
 from indexer.vectors import build_index, save_index
 from model.settings import load_settings
-from search import Filters, SearchEngine, refresh_fts
-from search.fts import fts_path
+from search import Filters, SearchEngine
 from training.synth import clip_record
 
 ARTISTS = ("Aurora Fields", "The Quiet Machines", "Nadia Okonkwo", "Beyoncé Tribute Band")
@@ -76,7 +76,7 @@ def library(tmp_path_factory, text_embedder):
     with catalog.write() as conn:
         conn.execute(insert(tags).values(track_id=ids[7], key="composer", value="Zbigniew Quartzfield"))
     _save_text_index(catalog, data, ids, vecs, "flat")
-    refresh_fts(catalog)
+    refresh_keywords(catalog)
     rows = [{**r, "id": tid, "caption": t, "labels": rec["labels"]}
             for r, tid, t, rec in zip(rows, ids, texts, records, strict=True)]
     return data, rows, vecs
@@ -204,16 +204,22 @@ def test_any_text_is_a_valid_query(engine, raw: str) -> None:
 
 
 def test_snapshot_and_catalog_answer_alike(scratch, text_embedder) -> None:
-    """A current snapshot answers alone; once the catalog file changes the catalog answers, the same."""
-    refresh_fts(Catalog(scratch / "catalog.duckdb"))  # a copied catalog is another file: snapshot it anew
+    """A current snapshot answers alone, also after catalog writes that change no track; once a track's
+    row changes without a new generation (as a move does), the catalog answers, the same."""
+    catalog = Catalog(scratch / "catalog.duckdb")
+    refresh_keywords(catalog)  # a copied catalog is another file: snapshot it anew
     engine = _engine(scratch, text_embedder)
     queries = [("slow sad strings", Filters()), ("calm piano", Filters(genre="jazz")), ("", Filters(year_min=2010))]
     warm = [engine.search(q, filters=f, top_k=30) for q, f in queries]
     reader = engine.reader()
     with reader.lock:
         assert reader.current() is not None
-    with Catalog(scratch / "catalog.duckdb").write() as conn:  # a write that changes no track
+    with catalog.write() as conn:  # a write that changes no track: the scan's own bookkeeping
         conn.execute(insert(scans).values(state="finished"))
+    with reader.lock:
+        assert reader.current() is not None
+    with catalog.write() as conn:  # a column the snapshot copies, changed in a way no result shows
+        conn.execute(update(tracks).where(tracks.c.id == 1).values(indexed_at=dt.datetime(2023, 1, 1)))
     cold = [engine.search(q, filters=f, top_k=30) for q, f in queries]
     with reader.lock:
         assert reader.current() is None
@@ -224,7 +230,7 @@ def test_snapshot_and_catalog_answer_alike(scratch, text_embedder) -> None:
 
 
 def test_keyword_search_falls_back_without_a_snapshot(scratch, library, text_embedder) -> None:
-    fts_path(Catalog(scratch / "catalog.duckdb")).unlink()
+    keywords_path(Catalog(scratch / "catalog.duckdb")).unlink()
     target = library[1][21]
     result = _engine(scratch, text_embedder).search(target["title"])
     assert result.hits[0].track_id == target["id"]
@@ -239,7 +245,7 @@ def test_tracks_indexed_after_the_snapshot_are_found_until_it_is_refreshed(scrat
     engine = _engine(scratch, text_embedder)
     assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 1
     assert engine.search("xylophone nebula").hits[0].title == "Xylophone Nebula"
-    refresh_fts(catalog)
+    refresh_keywords(catalog)
     assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 0
     hit = engine.search("xylophone nebula").hits[0]
     assert hit.title == "Xylophone Nebula" and hit.matched_fields["title"] == ["nebula", "xylophone"]
@@ -303,3 +309,12 @@ def test_facets_cover_the_library(engine, library) -> None:
     assert set(facets["formats"]) == set(FORMATS)
     assert facets["year_range"] == [min(r["year"] for r in rows), max(r["year"] for r in rows)]
     assert facets["roots"] == ["/music/extra", "/music/main"]
+
+
+def test_facets_follow_catalog_writes(scratch, text_embedder) -> None:
+    engine = _engine(scratch, text_embedder)
+    assert "Polka" not in engine.facets()["genres"]
+    text = "An accordion polka."
+    _write_tracks(Catalog(scratch / "catalog.duckdb"), [{**_row(97), "genre": "Polka"}], [text],
+                  text_embedder.encode([text]))
+    assert "Polka" in engine.facets()["genres"]

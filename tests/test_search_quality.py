@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from indexer.keywords import refresh_keywords
 from indexer.pipeline import Models, scan
 from indexer.store import Catalog, captions, tracks
 from indexer.vectors import IndexSet
 from model.audio import decode_audio
 from model.settings import load_settings
-from search import Filters, SearchEngine, refresh_fts
+from search import Filters, SearchEngine
 from training.synth.spec import TrackSpec
 from training.synth.text import caption
 
@@ -105,7 +106,7 @@ def demo(tmp_path_factory, lite_model, text_embedder):
             conn.execute(update(captions).where(captions.c.track_id == tid).values(
                 text=text, text_vector=vec.tobytes()))
     IndexSet(catalog, data).rebuild("text", None)
-    refresh_fts(catalog)
+    refresh_keywords(catalog)
     ids = {m["path"]: tid for tid, m in by_id.items()}
     return {"settings": settings, "labels": {tid: m["labels"] for tid, m in by_id.items()}, "meta": by_id,
             "original": ids[original_rel], "duplicate": ids[dup_rel], "extra": str(extra),

@@ -1,0 +1,294 @@
+"""The keyword snapshot: BM25 postings (built with DuckDB's FTS extension), names and display columns of
+every finished track, in a DuckDB file of its own next to the catalog. The scan rebuilds it at its end
+(`Writer.close`); search/fts.py reads it, as search/ann.py reads the FAISS files indexer/vectors.py writes.
+
+Why a separate file: indexing a large library takes seconds to minutes, and doing it inside the catalog
+would hold the catalog's write lock, and so lock out every searcher, for that long. `refresh_keywords`
+writes the snapshot to a temporary file and renames it into place, so a reader always sees a whole one;
+and since nobody ever writes the file in place, a searcher may keep it open between queries, so its pages
+stay warm in memory (a fresh connection per query re-reads and re-decompresses every block it touches,
+which at a million tracks costs more than the query itself).
+
+Why plain postings tables: the extension's `match_bm25` macro only works inside the database that holds
+it (it names its tables unqualified), and loading the extension costs about 80 ms per connection. So
+`refresh_keywords` lets the extension tokenise, stem and count, then copies its postings into a plain
+table sorted by term (a term's postings are one contiguous range that DuckDB's zone maps find without a
+full scan), each posting carrying its BM25 weight with the extension's parameters (k1 = 1.2, b = 0.75):
+a query's keyword score is one filtered sum. `kw_names` holds each track's names normalised and sorted,
+so finding the tracks whose whole title, artist, album or genre a query contains is a zone-map lookup of
+the query's word runs; `kw_tracks` holds what filters and result lists need.
+
+Rebuilt whole after every scan that changed the library (BM25 weights depend on the document count and
+lengths, so one new track changes every weight); a million tracks take about a minute on two cores
+(docs/benchmarks.md). A failed rebuild is logged and recorded in `<catalog>.keywords.error.json`, and
+never fails the scan: searches keep the old snapshot and match newer tracks as plain text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from indexer.store import Catalog, generation
+
+log = logging.getLogger(__name__)
+
+# Tokens are runs of letters and digits in any script (the extension's default drops digits and
+# non-Latin letters, which would make "1999" or a Japanese artist name unsearchable).
+TOKEN_IGNORE = r"[^\p{L}\p{N}]+"
+STEMMER = "porter"
+STOPWORDS = "english"
+BM25_K1 = 1.2
+BM25_B = 0.75
+FIELDS = ("f_caption", "f_title", "f_artist", "f_album", "f_genre", "f_tags")  # what BM25 reads
+MAX_TAG_CHARS = 200  # longer tag values are lyrics or notes, not names worth matching
+NAME_COLUMNS = ("title", "artist", "album_artist", "album", "genre")
+TRACK_COLUMNS = ("path", "root", "title", "artist", "album_artist", "album", "genre", "year", "duration",
+                 "format", "track_no")
+MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every query
+SNAPSHOT_VERSION = 8
+
+
+def norm_sql(expr: str) -> str:
+    """Lower case, accents stripped, every run of non-letters/digits one space: how names are compared."""
+    return f"trim(regexp_replace(lower(strip_accents(coalesce({expr}, ''))), '{TOKEN_IGNORE}', ' ', 'g'))"
+
+
+def names_sql(source: str, id_column: str, prefix: str) -> str:
+    """(track_id, field, key) rows: each track's normalised names, album artist counted as artist.
+
+    `source` has `id_column` and normalised name columns called `prefix + column`.
+    """
+    cols = ", ".join(f"{prefix}{c} AS {c}" for c in NAME_COLUMNS)
+    return f"""SELECT track_id, CASE WHEN field = 'album_artist' THEN 'artist' ELSE field END AS field, key
+        FROM (UNPIVOT (SELECT {id_column} AS track_id, {cols} FROM {source})
+              ON {", ".join(NAME_COLUMNS)} INTO NAME field VALUE key)
+        WHERE length(key) >= {MIN_NAME_CHARS}"""
+
+
+def extension_path() -> Path:
+    """The FTS extension file shipped by the `duckdb-ext-fts` package for this DuckDB version."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the duckdb-ext-fts package is not installed: pip install duckdb-ext-fts")
+    platform = duckdb.connect().execute("PRAGMA platform").fetchone()[0]
+    base = Path(list(spec.submodule_search_locations)[0])
+    path = base / "extensions" / f"v{duckdb.__version__}" / platform / "fts.duckdb_extension"
+    if not path.is_file():
+        raise FileNotFoundError(f"no FTS extension for DuckDB {duckdb.__version__} on {platform} at {path}")
+    return path
+
+
+def load_extension(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"LOAD '{quote(str(extension_path()))}'")
+
+
+def quote(text: str) -> str:
+    """`text` for use inside a single-quoted SQL literal."""
+    return text.replace("'", "''")
+
+
+def keywords_path(catalog: Catalog) -> Path:
+    """Where the keyword snapshot of a catalog lives: next to it, named after it."""
+    return catalog.path.with_name(catalog.path.stem + ".keywords.duckdb")
+
+
+def error_path(catalog: Catalog) -> Path:
+    """Why the last rebuild after a scan failed; absent when it succeeded."""
+    return catalog.path.with_name(catalog.path.stem + ".keywords.error.json")
+
+
+def last_error(catalog: Catalog) -> dict | None:
+    """The failure recorded by the last rebuild after a scan, if it failed."""
+    try:
+        return json.loads(error_path(catalog).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def file_stamp(*paths: Path) -> tuple:
+    """Identity of files as the OS sees them; any write to them changes it."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def catalog_stamp(catalog: Catalog) -> str:
+    """The catalog file and its write-ahead log as they stand: every committed write changes one."""
+    return json.dumps(file_stamp(catalog.path, catalog.path.with_name(catalog.path.name + ".wal")))
+
+
+# What the snapshot copies from `tracks`, hashed: writes that leave it and the generation alone (the
+# scan's own bookkeeping rows, errors, a checkpoint) leave the snapshot exact. Tags and captions change
+# only together with their track's row or the generation.
+_CONTENT_SQL = f"""SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(id, indexed_at, pipeline_version,
+    {", ".join(TRACK_COLUMNS)})), 0)::VARCHAR FROM tracks WHERE status = 'done'"""
+
+
+def content_digest(conn: Connection) -> str:
+    """A digest of the finished tracks' columns that the snapshot holds."""
+    return str(conn.execute(text(_CONTENT_SQL)).scalar())
+
+
+def read_meta(con: duckdb.DuckDBPyConnection, schema: str) -> dict:
+    """The snapshot's summary row (`schema`: the alias it is attached as, or "" inside it)."""
+    prefix = f"{schema}." if schema else ""
+    names = ("version", "num_docs", "built_at", "max_indexed_at", "generation", "catalog_stamp", "content")
+    row = con.execute(f"SELECT {', '.join(names)} FROM {prefix}kw_meta").fetchone()
+    return dict(zip(names, row, strict=True))
+
+
+_DOCS_SQL = f"""
+SELECT t.id AS track_id, t.indexed_at, {", ".join(f"t.{c}" for c in TRACK_COLUMNS)}, c.text AS caption,
+       {", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)},
+       coalesce(c.text, '') AS f_caption, coalesce(t.title, '') AS f_title,
+       concat_ws(' ', t.artist, nullif(t.album_artist, t.artist)) AS f_artist,
+       coalesce(t.album, '') AS f_album, coalesce(t.genre, '') AS f_genre, coalesce(g.tags, '') AS f_tags
+FROM tracks t
+LEFT JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
+LEFT JOIN (SELECT track_id, string_agg(value, ' ') AS tags FROM tags
+           WHERE length(value) <= {MAX_TAG_CHARS} GROUP BY track_id) g ON g.track_id = t.id
+WHERE t.status = 'done'
+"""
+
+
+def _remove_orphans(target: Path) -> None:
+    """Temporary files of rebuilds whose process died (SIGKILL, power loss) before cleaning up."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp*"):
+        pid = tmp.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                pass
+
+
+def refresh_keywords(catalog: Catalog) -> dict:
+    """Rebuild the keyword snapshot from the catalog's finished tracks; returns its summary.
+
+    Safe to call at any time and from several processes (the last rename wins); searches keep working
+    on the old snapshot while it runs, and an interrupted rebuild leaves the old one in place.
+    """
+    stamp = catalog_stamp(catalog)  # before reading: a write during the read makes the snapshot stale
+    with catalog.read() as conn:
+        db = conn.connection.driver_connection
+        db.execute("SET enable_progress_bar = false")
+        docs = db.execute(_DOCS_SQL).fetch_arrow_table()
+        catalog_generation = generation(conn)  # read in the same snapshot as the documents
+        content = content_digest(conn)
+    target = keywords_path(catalog)
+    _remove_orphans(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    wal = tmp.with_name(tmp.name + ".wal")
+    tmp.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("SET enable_progress_bar = false")
+            load_extension(con)
+            con.register("catalog_docs", docs)
+            con.execute("CREATE TABLE docs AS SELECT * FROM catalog_docs")
+            con.unregister("catalog_docs")
+            del docs
+            fields = ", ".join(f"'{f}'" for f in FIELDS)
+            con.execute(f"PRAGMA create_fts_index('docs', 'track_id', {fields}, stemmer='{STEMMER}', "
+                        f"stopwords='{STOPWORDS}', ignore='{TOKEN_IGNORE}', strip_accents=1, lower=1, "
+                        "overwrite=1)")
+            # Sorted by term: a query's few terms are found by zone maps, not a scan of every distinct word
+            # (a million titles and artists bring a million terms).
+            con.execute("CREATE TABLE kw_terms AS SELECT termid, term, df FROM fts_main_docs.dict ORDER BY term")
+            con.execute(f"CREATE TABLE kw_names AS {names_sql('docs', 'track_id', 'name_')} ORDER BY key, track_id")
+            # Keyed, so a page of results is fetched through the index rather than by scanning.
+            con.execute("""CREATE TABLE kw_tracks (id INTEGER PRIMARY KEY, status VARCHAR, path VARCHAR,
+                root VARCHAR, title VARCHAR, artist VARCHAR, album_artist VARCHAR, album VARCHAR, genre VARCHAR,
+                year INTEGER, duration DOUBLE, format VARCHAR, track_no INTEGER, caption VARCHAR)""")
+            con.execute(f"""INSERT INTO kw_tracks SELECT track_id, 'done', {", ".join(TRACK_COLUMNS)}, caption
+                FROM docs ORDER BY track_id""")
+            # One row per (term, track) holding its BM25 weight, so a query only sums weights.
+            con.execute(f"""CREATE TABLE kw_postings AS
+                SELECT t.termid, d.name AS track_id,
+                       (ln((s.num_docs::DOUBLE - w.df + 0.5) / (w.df + 0.5) + 1) * t.tf * {BM25_K1 + 1}
+                        / (t.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * d.len / s.avgdl)))::FLOAT AS weight
+                FROM (SELECT termid, docid, count(*)::DOUBLE AS tf FROM fts_main_docs.terms GROUP BY ALL) t
+                JOIN fts_main_docs.docs d USING (docid) JOIN fts_main_docs.dict w USING (termid)
+                CROSS JOIN fts_main_docs.stats s
+                ORDER BY t.termid, d.name""")
+            con.execute("""CREATE TABLE kw_meta AS
+                SELECT ?::INTEGER AS version, s.num_docs, ?::TIMESTAMP AS built_at,
+                       (SELECT max(indexed_at) FROM docs) AS max_indexed_at, ?::BIGINT AS generation,
+                       ?::VARCHAR AS catalog_stamp, ?::VARCHAR AS content
+                FROM fts_main_docs.stats s""",
+                        [SNAPSHOT_VERSION, datetime.now(UTC).replace(tzinfo=None), catalog_generation, stamp,
+                         content])
+            con.execute("DROP SCHEMA fts_main_docs CASCADE")
+            con.execute("DROP TABLE docs")
+            con.execute("CHECKPOINT")
+            summary = read_meta(con, "")
+        finally:
+            con.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data on disk before the name: a crash leaves the old snapshot or the new one
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        wal.unlink(missing_ok=True)
+    return {**summary, "path": str(target)}
+
+
+def snapshot_matches(catalog: Catalog) -> bool:
+    """Whether the snapshot file exists, is of this version and holds the catalog's current tracks."""
+    try:
+        con = duckdb.connect(str(keywords_path(catalog)), read_only=True)
+    except duckdb.Error:  # missing or unreadable
+        return False
+    try:
+        meta = read_meta(con, "")
+    except duckdb.Error:  # an older layout
+        return False
+    finally:
+        con.close()
+    with catalog.read() as conn:
+        return (meta["version"] == SNAPSHOT_VERSION and meta["generation"] == generation(conn)
+                and meta["content"] == content_digest(conn))
+
+
+def refresh_after_scan(catalog: Catalog, changed: bool) -> dict:
+    """The scan's last step: rebuild the snapshot if the library changed or the snapshot does not match it.
+
+    Never raises an Exception: the catalog is already committed, and a failure here is recorded in
+    `error_path` (and returned as {"error": ...}) for the next scan to retry, while searches fall back to
+    plain-text matching for the tracks the old snapshot lacks.
+    """
+    err = error_path(catalog)
+    try:
+        if not changed and not err.exists() and snapshot_matches(catalog):
+            return {"skipped": "the snapshot already matches the catalog"}
+        summary = refresh_keywords(catalog)
+    except Exception as exc:  # any failure must leave the finished scan standing
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("keyword snapshot not rebuilt (%s); searches match new tracks as plain text", reason)
+        with contextlib.suppress(OSError):
+            err.write_text(json.dumps({"error": reason, "failed_at": datetime.now(UTC).isoformat()}))
+        return {"error": reason}
+    err.unlink(missing_ok=True)
+    return summary
