@@ -81,6 +81,8 @@ def main() -> None:
     print(f"| tokens generated | {int(med[5])} |")
     print(f"ratio caption / text-only generate of the same length: {med[3] / med[4]:.2f}")
     print(f"last caption: {gen.text!r}")
+    if args.minutes <= 0:  # --minutes 0: caption speed only
+        return
 
     long = write_wav(tmp / "long.wav", args.minutes * 60)
     before = peak_rss_mb()

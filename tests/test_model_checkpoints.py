@@ -87,7 +87,7 @@ def test_settings_precedence(tmp_path, monkeypatch) -> None:
 
 def test_profiles_are_data(tmp_path) -> None:
     lite = load_profile("lite")
-    assert (lite.encoder, lite.pool_window, lite.prompt) == ("lite", 325, "musilingo")
+    assert (lite.encoder, lite.pool_window, lite.prompt) == ("lite", 325, "chatml")
     assert load_profile("lite", pool_window=100).version("encoder") != lite.version("encoder")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "mine.toml").write_text('encoder = "lite"\nllm = "/nowhere"\n')

@@ -20,7 +20,7 @@ from tests.conftest import write_audio
 from tests.harness import tiny_llama_folder, write_profile
 from training.datasets import read_dataset
 from training.features import FeatureCache, build_cache
-from training.train import StandardisedLinear, TrainConfig, train
+from training.train import StandardisedLinear, TrainConfig, match_embedding_norm, train
 
 CAPS = ["a slow piano piece in a minor key", "a fast guitar tune with drums", "a calm organ drone in major"]
 QAS = [("What instrument leads?", "The piano."), ("Is it fast or slow?", "It is fast."),
@@ -217,6 +217,19 @@ def test_standardisation_folds_into_a_plain_linear() -> None:
     folded = wrapped.folded()
     assert type(folded) is torch.nn.Linear
     torch.testing.assert_close(folded(x), wrapped(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_adapter_starts_at_the_word_embedding_norm() -> None:
+    torch.manual_seed(0)
+    rows = torch.randn(300, 140) * 3 + 1
+    adapter = StandardisedLinear.from_raw(torch.nn.Linear(140, 64), rows.mean(0), rows.std(0))
+    words = torch.randn(1000, 64) * 0.1
+    before = adapter(rows).norm(dim=1).mean()
+    scale = match_embedding_norm(adapter, rows, words)
+    after = adapter(rows).norm(dim=1).mean()
+    assert scale < 0.5  # the default init is several times larger than these words
+    torch.testing.assert_close(after, words.norm(dim=1).mean(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(after, before * scale, rtol=1e-4, atol=0)
 
 
 def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys) -> None:

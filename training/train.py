@@ -13,6 +13,10 @@ multi-GPU data parallelism and mixed precision (forced to "no" on CPU for fp16).
 Input standardisation (`normalise_inputs`): the adapter is trained on (x - mean) / std with per-dim
 statistics of the training cache, and the statistics are folded back into the saved Linear
 (W' = W / std, b' = b - W' mean), so what ships is one plain nn.Linear on raw encoder features.
+A fresh adapter on standardised inputs is also rescaled so that its outputs start at the mean norm of
+the LLM's word embeddings: PyTorch's default init on 140 unit-variance inputs gives audio tokens about
+7x larger than any word of SmolLM2, and on the lite profile that start learned to use the audio
+measurably slower (held-out loss gap real-vs-shuffled audio after 100 steps: 0.04 unscaled, 0.12 scaled).
 
 Checkpoints (CHECKPOINT_DIR/step-NNNNNNN/): adapter.safetensors (the inner Linear + mean + std),
 optimizer.pt (a plain tensor state dict, loaded with weights_only=True), state.json (step, lr, config
@@ -141,6 +145,17 @@ class StandardisedLinear(nn.Module):
 
 def plain_linear(adapter: nn.Module) -> nn.Linear:
     return adapter.folded() if isinstance(adapter, StandardisedLinear) else adapter
+
+
+@torch.no_grad()
+def match_embedding_norm(adapter: StandardisedLinear, rows: torch.Tensor, embeddings: torch.Tensor) -> float:
+    """Scale a fresh adapter so its mean output norm on `rows` equals the mean word-embedding norm."""
+    target = embeddings.detach().float().norm(dim=1).mean()
+    current = adapter(rows[:1024].float()).norm(dim=1).mean().clamp(min=1e-8)
+    scale = float(target / current)
+    adapter.linear.weight.mul_(scale)
+    adapter.linear.bias.mul_(scale)
+    return scale
 
 
 class StageModel(nn.Module):
@@ -297,6 +312,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=N
         keys = sorted({it.audio_key for it in items})
         rows = torch.cat([tokens[k] for k in keys if tokens[k].shape[0]])
         adapter = StandardisedLinear.from_raw(adapter, rows.mean(0), rows.std(0))
+        if not cfg.init_adapter:
+            match_embedding_norm(adapter, rows, model.llm.get_input_embeddings().weight)
     model.adapter = adapter.to(device)
     model.llm.requires_grad_(False)
     optimizer = torch.optim.AdamW(_param_groups(model.adapter, cfg.weight_decay), lr=lr_at(cfg, 0),
