@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -572,7 +573,7 @@ def small_disk(mountpoint: Path, size: str = "2m") -> Iterator[Path]:
 # ---------------------------------------------------------------- the real indexer CLI, in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else "python3"
+PYTHON = sys.executable  # the interpreter running the tests, so the CLI sees the same environment
 PROFILE = "hostile"  # lite, with a fresh adapter and 4-token captions: the scan path, fast
 
 
