@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def demo(tmp_path_factory, lite_model, text_embedder):
     with catalog.read() as conn:
         found = conn.execute(select(tracks.c.id, tracks.c.path, tracks.c.root)).all()
     by_id = {r.id: meta[str(Path(r.path).relative_to(r.root))] for r in found}
-    texts = {tid: caption(TrackSpec.from_dict(m["attributes"]), np.random.default_rng(7 + tid))
+    # phrasing seeded by the file, not the track id: ids follow scan order, which varies between runs
+    texts = {tid: caption(TrackSpec.from_dict(m["attributes"]), np.random.default_rng(zlib.crc32(m["path"].encode())))
              for tid, m in by_id.items()}
     vecs = text_embedder.encode(list(texts.values()))
     with catalog.write() as conn:
