@@ -26,9 +26,10 @@ $PY -m training eval --dataset synth --root data/synth/heldout --cache data/feat
     --baseline --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
 
 # 5. Ship the adapter only if it beats the no-audio baseline on held-out attribute accuracy.
-$PY - <<'PYEOF'
+RUN=$RUN $PY - <<'PYEOF'
 import json, os, shutil, sys
-rep = json.load(open("data/runs/lite3/eval.json"))
+run = os.environ["RUN"]
+rep = json.load(open(f"{run}/eval.json"))
 def mean_acc(run):
     acc = rep[run]["caption_attribute_accuracy"]
     return sum(v["accuracy"] for v in acc.values()) / len(acc)
@@ -39,6 +40,6 @@ if audio < base + 0.05:  # a margin, so that one lucky clip of 40 does not count
         sys.exit("not shipped: the adapter does not clearly beat the no-audio baseline (FORCE_SHIP=1 ships anyway)")
     print("below the bar, shipped anyway (FORCE_SHIP=1): see docs/benchmarks.md")
 for ext in ("safetensors", "json"):
-    shutil.copy(f"data/runs/lite3/stage2-adapter.{ext}", f"model/weights/lite-adapter.{ext}")
+    shutil.copy(f"{run}/stage2-adapter.{ext}", f"model/weights/lite-adapter.{ext}")
 print("shipped model/weights/lite-adapter.safetensors")
 PYEOF
