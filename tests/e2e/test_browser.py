@@ -89,7 +89,7 @@ def test_search_open_track_and_chat(server: str, tmp_path: Path) -> None:
         box.fill("drums piano")
         box.press("Enter")
         page.locator(".ml-card .ml-title", has_text="Thunder Drums").wait_for()
-        assert page.locator("audio").count() >= 1
+        page.locator("audio").first.wait_for(state="attached")  # Streamlit draws the player after the title
         _screenshot(page, tmp_path, "search.png")
 
         box.fill("hostile script")
