@@ -5,6 +5,8 @@ depend on the weights' values), run through the project's own Encoder and MusiLi
 into decode (CPU worker processes, real PyAV decoding of an mp3), encode and caption time.
 Random weights never emit the stop string, so every caption is forced to `--caption-tokens` tokens
 (typical MusiLingo captions are 40-80 tokens); the figure is therefore per caption of that length.
+Batch sizes come from the scan's own code (`model.batching`): chosen from free GPU memory unless
+given, halved on out-of-memory; the JSON reports where each started and ended.
 
 On a lent GPU:   python bench/bench_gpu.py --out $OUT/gpu.json        (about 5 minutes on one H100)
 Smoke test here: python bench/bench_gpu.py --tiny                     (CPU, tiny sizes, about 1 minute)
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from model.audio import decode_audio
+from model.batching import AdaptiveBatch, caption_item_bytes, encode_item_bytes, initial_batch_size
 from model.config import Profile, load_profile
 from model.encoder import Encoder
 from model.llm import local_folder
@@ -75,6 +78,26 @@ def bench_decode(path: Path, n: int, workers: int) -> dict:
     return {"workers": workers, "audio_s_per_wall_s": seconds / wall, "per_worker": seconds / wall / workers}
 
 
+def bench_encode(encoder: Encoder, waves: list[np.ndarray], first_batch: int | None) -> tuple[dict, list]:
+    """Encode `waves` with the scan's batch sizing and back-off; the report and the tokens."""
+    chunk = encoder.chunk_samples + 2 * encoder.context_samples
+    sizes = AdaptiveBatch(first_batch or initial_batch_size(16, encoder.device, lambda: encode_item_bytes(chunk)))
+
+    def encode(part: list[np.ndarray]) -> list[torch.Tensor]:
+        encoder.batch_size = sizes.size  # chunks per forward pass, as in the scan (indexer.pipeline.Indexing)
+        return encoder.encode(part)
+
+    sizes.run(encode, waves[:2])  # warm-up
+    sync(encoder.device)
+    t0 = time.perf_counter()
+    done, failed = sizes.run(encode, waves)
+    sync(encoder.device)
+    seconds = time.perf_counter() - t0
+    audio_s = sum(w.size for w, _ in done) / 24000
+    return {"clips": len(waves), "batch": sizes.report(), "failed": len(failed), "seconds": seconds,
+            "audio_hours_per_gpu_hour": audio_s / seconds}, [t for _, t in done]
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -84,8 +107,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tiny", action="store_true", help="CPU smoke test with tiny models")
     p.add_argument("--clips", type=int, default=64, help="30 s clips to encode")
-    p.add_argument("--encode-batch", type=int, default=16)
-    p.add_argument("--caption-batch", type=int, default=64)
+    p.add_argument("--encode-batch", type=int, help="first encode batch (default: from free GPU memory, 16 on CPU)")
+    p.add_argument("--caption-rows", type=int, default=128, help="captions to generate")
+    p.add_argument("--caption-batch", type=int, help="first caption batch (default: from free GPU memory, 64 on CPU)")
     p.add_argument("--caption-tokens", type=int, default=64)
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the SmolLM2 cache)")
     p.add_argument("--out", default=os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu.json"))
@@ -93,11 +117,13 @@ def main() -> None:
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float16 if device == "cuda" else torch.float32
     if args.tiny:
-        args.clips, args.encode_batch, args.caption_batch, args.caption_tokens = 4, 2, 4, 8
+        args.clips, args.encode_batch, args.caption_rows, args.caption_batch, args.caption_tokens = 4, 2, 8, 4, 8
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or local_folder(load_profile("lite").llm))
     report: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "tiny": args.tiny}
+    if device == "cuda":
+        report["free_gpu_memory_gb"] = torch.cuda.mem_get_info()[0] / 1e9
 
     tmp = Path(tempfile.mkdtemp())
     mp3 = make_mp3(tmp / "clip.mp3", 30.0)
@@ -106,18 +132,9 @@ def main() -> None:
     profile = Profile(name="bench", encoder="mert", llm="random", prompt="musilingo", chunk_seconds=30.0,
                       context_seconds=0.0)
     net = MERTModel(MERTConfig.from_dict(TINY_MERT if args.tiny else MERT_330M))
-    encoder = Encoder(net, profile, device, dtype, args.encode_batch)
-    waves = [decode_audio(mp3, 24000)] * args.clips
-    encoder.encode(waves[: args.encode_batch])  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    tokens = encoder.encode(waves)
-    sync(device)
-    encode_s = time.perf_counter() - t0
-    audio_s = sum(w.size for w in waves) / 24000
-    report["encode"] = {"clips": args.clips, "batch": args.encode_batch, "seconds": encode_s,
-                        "audio_hours_per_gpu_hour": audio_s / encode_s}
-    del net, encoder
+    report["encode"], tokens = bench_encode(Encoder(net, profile, device, dtype),
+                                            [decode_audio(mp3, 24000)] * args.clips, args.encode_batch)
+    del net
     if device == "cuda":
         torch.cuda.empty_cache()
 
@@ -126,17 +143,25 @@ def main() -> None:
     with torch.device(device):
         llm = LlamaForCausalLM(config).to(dtype).eval().requires_grad_(False)
     model = MusiLingo(profile, llm, tokenizer, tokens[0].shape[-1])
-    batch = [tokens[i % len(tokens)] for i in range(args.caption_batch)]
-    model.caption(batch[:2], greedy=True, max_new_tokens=2)  # warm-up
+    rows = [tokens[i % len(tokens)] for i in range(args.caption_rows)]
+    row_bytes = caption_item_bytes(config, dtype, int(tokens[0].shape[0]), args.caption_tokens)
+    sizes = AdaptiveBatch(args.caption_batch or initial_batch_size(64, device, lambda: row_bytes))
+
+    def caption(part: list[torch.Tensor]) -> list[list[int]]:
+        out = llm.generate(**_prompt(model, part), max_new_tokens=args.caption_tokens,
+                           min_new_tokens=args.caption_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        return out.tolist()
+
+    model.caption(rows[:2], greedy=True, max_new_tokens=2)  # warm-up
     sync(device)
     t0 = time.perf_counter()
-    out = llm.generate(**_prompt(model, batch), max_new_tokens=args.caption_tokens,
-                       min_new_tokens=args.caption_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    done, failed = sizes.run(caption, rows)
     sync(device)
     caption_s = time.perf_counter() - t0
-    report["caption"] = {"batch": args.caption_batch, "tokens": args.caption_tokens, "seconds": caption_s,
-                         "generated": list(out.shape),
-                         "audio_hours_per_gpu_hour": args.caption_batch * 30.0 / caption_s}
+    report["caption"] = {"rows": args.caption_rows, "batch": sizes.report(), "failed": len(failed),
+                         "tokens": args.caption_tokens, "seconds": caption_s,
+                         "generated_per_row": len(done[0][1]) if done else 0,
+                         "audio_hours_per_gpu_hour": len(done) * 30.0 / caption_s}
     e, c = report["encode"]["audio_hours_per_gpu_hour"], report["caption"]["audio_hours_per_gpu_hour"]
     report["combined_audio_hours_per_gpu_hour"] = 1 / (1 / e + 1 / c)
     report["decode_workers_to_keep_up"] = report["combined_audio_hours_per_gpu_hour"] / report["decode"]["per_worker"]

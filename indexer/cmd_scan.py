@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
              f"audio: {summary.audio_seconds:.1f} s in {summary.wall_seconds:.1f} s "
              f"({summary.audio_per_wall_second:.2f} audio seconds per wall second)"]
     lines += [f"rebuilt {name} index: {'; '.join(problems)}" for name, problems in summary.index_repairs.items()]
+    lines += [f"{stage} batch size cut from {b['start']} to {b['final']} after running out of GPU memory"
+              for stage, b in summary.batch_sizes.items() if b["final"] < b["start"]]
     lines += [f"failed: {f['path']}: {f['stage']}: {f['reason']}" for f in summary.failed]
     emit(args, {"ok": summary.state == "finished", **summary.to_dict()}, "\n".join(lines))
     return 0 if summary.state == "finished" else 130

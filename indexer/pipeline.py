@@ -4,14 +4,18 @@ Decoding runs ahead in `settings.decode_workers` processes while the main proces
 captions, so the models never wait for the disk. Each file is encoded once; its tokens are stored
 (fp16) and captioned from exactly those stored values, so captioning again later from the catalog
 (`recaption`, or a new adapter or prompt) gives what a fresh scan would.
+
+`Scan` (the lock, the scan's row, plan, commit, recaption) and `Indexing` (the models: encode,
+caption) are the public steps both engines run, this process's and `indexer.ray_engine`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from itertools import islice
@@ -21,16 +25,24 @@ import numpy as np
 from sqlalchemy import insert, select, update
 
 from indexer.decode import Decoded, DecodePool
-from indexer.discover import Failure, Job, Known, plan_scan, walk
+from indexer.discover import Failure, FileEntry, Job, Known, Plan, plan_scan, walk
 from indexer.store import Catalog, embeddings, errors, scans, tracks
 from indexer.tags import read_tags
 from indexer.vectors import IndexSet
 from indexer.writer import FP16_MAX, Batch, CaptionResult, ScanLock, TrackResult, Writer
+from model.batching import (
+    AdaptiveBatch,
+    Failed,
+    caption_item_bytes,
+    encode_item_bytes,
+    initial_batch_size,
+)
 from model.config import Profile, load_profile
 from model.settings import Settings
 
 T = TypeVar("T")
 COMMIT_EVERY = 8  # tracks per transaction: what a crash can cost, and how often readers see progress
+FRAMES_PER_SECOND = 75  # encoder frames per second of audio, both encoders: sizes a caption row's audio tokens
 
 
 @dataclass
@@ -50,6 +62,7 @@ class ScanSummary:
     skipped_failed: int = 0  # failed in an earlier scan and unchanged since: not retried
     failed: list[dict] = field(default_factory=list)  # {path, stage, reason}
     index_repairs: dict[str, list[str]] = field(default_factory=dict)  # FAISS problems found and rebuilt
+    batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # {stage: {start, final}}, see Indexing
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     error: str | None = None
@@ -109,121 +122,118 @@ def _batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _each(fn: Callable[[list[T]], list], items: list[T]) -> tuple[list[tuple[T, object]], list[tuple[T, str]]]:
-    """Run `fn` on the batch; if it raises, on each item alone, so one bad input fails alone.
+def file_failure(entry: FileEntry, track_id: int | None, stage: str, reason: str, retry: bool = False) -> Failure:
+    """A file's row for the errors table.
 
-    If no item succeeds on its own the fault is not the input's (a broken model, out of memory):
-    the error propagates and the scan stops, rather than marking every file as failed.
+    A `retry` failure (out of memory: the machine's fault, not the file's) is stored without size and
+    mtime, so the next scan's plan does not recognise it as "failed before, unchanged" and tries the
+    file again, and it keeps the file's earlier track, if any, meanwhile.
     """
-    try:
-        return list(zip(items, fn(items), strict=True)), []
-    except Exception:
-        if len(items) == 1:
-            raise
-    done, bad, last = [], [], None
-    for item in items:
-        try:
-            done.append((item, fn([item])[0]))
-        except Exception as exc:
-            bad.append((item, f"{type(exc).__name__}: {str(exc)[:200]}"))
-            last = exc
-    if not done and last is not None:
-        raise last
-    return done, bad
+    if retry:
+        return Failure(entry.path, entry.root, stage, reason)
+    return Failure(entry.path, entry.root, stage, reason, entry.size, entry.mtime, track_id)
 
 
-class _Scan:
-    """One scan's state: the models, the writer, the summary and the progress bar."""
+@dataclass
+class Encoded:
+    tokens: np.ndarray  # fp16 [T', D], exactly as stored: captions are made from these values
+    vector: np.ndarray  # fp32 unit track vector, from the fp32 tokens
+    seconds: float  # audio encoded
 
-    def __init__(self, settings: Settings, profile: Profile, models: Models, writer: Writer,
-                 summary: ScanSummary, greedy: bool, max_new_tokens: int | None, commit_every: int, bar) -> None:
-        self.settings, self.profile, self.models, self.writer = settings, profile, models, writer
-        self.summary, self.greedy, self.max_new_tokens = summary, greedy, max_new_tokens
-        self.commit_every, self.bar = commit_every, bar
 
-    def caption(self, tokens: list) -> tuple[list[tuple[int, CaptionResult]], list[tuple[int, str]]]:
-        """Captions and text vectors for token tensors, by position; failures give (position, reason)."""
-        import torch
+class Indexing:
+    """The models' side of a scan, shared by both engines: decoded audio in, tokens, captions and failures out.
 
-        size = max(1, self.settings.caption_batch_size)
-        gens, bad = [], []
-        for part in _batched(range(len(tokens)), size):
-            ok, failed = _each(lambda idx: self.models.musilingo.caption(
-                [torch.as_tensor(tokens[i]).float() for i in idx], greedy=self.greedy,
-                max_new_tokens=self.max_new_tokens), part)
-            gens += ok
-            bad += failed
-        vecs = self.models.text.encode([g.text for _, g in gens])
-        version = self.profile.version()
-        return [(i, CaptionResult(g.text, list(g.token_ids), v, version)) for (i, g), v in zip(gens, vecs, strict=True)], bad
+    The engines differ only in where this runs (here, or in Ray actors) and who commits the results.
+    Batch sizes are chosen on first use (`model.batching`) and halved on out-of-memory for the rest of
+    the run; `batch_sizes` reports them.
+    """
 
-    def commit(self, batch: Batch) -> None:
-        done = self.writer.commit(batch)
-        s = self.summary
-        s.indexed += done.track_ids
-        s.recaptioned += [tid for tid, _ in batch.recaptions]
-        s.removed += done.removed
-        s.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
-        s.audio_seconds += batch.audio_seconds
-        self.bar.update(batch.files_done)
-        self.bar.set_postfix_str(f"{s.audio_seconds / 3600:.2f} h audio, {len(s.failed)} failed", refresh=False)
+    def __init__(self, models: Models, settings: Settings, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> None:
+        self.models, self.settings, self.profile = models, settings, models.profile
+        self.greedy, self.max_new_tokens = greedy, max_new_tokens
 
-    def index_files(self, jobs: list[Job], max_seconds: float) -> None:
-        import torch
+    @cached_property
+    def encode_batch(self) -> AdaptiveBatch:
+        """Encoder chunks per forward pass, and tracks per `Encoder.encode` call."""
+        encoder = self.models.encoder
+        chunk = encoder.chunk_samples + 2 * encoder.context_samples
+        return AdaptiveBatch(initial_batch_size(self.settings.encode_batch_size, encoder.device,
+                                                lambda: encode_item_bytes(chunk)))
 
+    @cached_property
+    def caption_batch(self) -> AdaptiveBatch:
+        """Rows per `MusiLingo.caption` call; a row's memory is sized for the longest track a scan keeps."""
+        model, profile = self.models.musilingo, self.profile
+        audio_tokens = math.ceil(self.settings.max_track_seconds * FRAMES_PER_SECOND / profile.pool_window)
+        new_tokens = self.max_new_tokens or profile.max_new_tokens
+        return AdaptiveBatch(initial_batch_size(
+            self.settings.caption_batch_size, str(model.device),
+            lambda: caption_item_bytes(model.llm.config, model.llm.dtype, audio_tokens, new_tokens)))
+
+    def batch_sizes(self) -> dict[str, dict[str, int]]:
+        """{"encode"|"caption": {"start", "final"}} for the models this run used."""
+        return {name: self.__dict__[f"{name}_batch"].report() for name in ("encode", "caption")
+                if f"{name}_batch" in self.__dict__}
+
+    def encode(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, Encoded]], list[Failed[int]]]:
+        """Tokens of each wave, by position; too short a wave, or one that fails, gives a `Failed` instead."""
         from model.encoder import track_vector
 
         encoder = self.models.encoder
-        workers = self.settings.decode_workers
-        with DecodePool(workers, encoder.sample_rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
-            for chunk in _batched(pool.run(jobs), self.commit_every):
-                batch = Batch(files_done=len(chunk))
-                decoded: list[Decoded] = []
-                for d in chunk:
-                    if d.error is None:
-                        decoded.append(d)
-                    else:
-                        batch.failures.append(self._failure(d.job, "decode", d.error))
-                encoded, bad = _each(lambda ds: encoder.encode([d.wave for d in ds]), decoded)
-                batch.failures += [self._failure(d.job, "encode", reason) for d, reason in bad]
-                ready: list[tuple[Decoded, torch.Tensor]] = []
-                for d, tokens in encoded:
-                    if tokens.shape[0] == 0:
-                        ms = 1000 * d.wave.size / encoder.sample_rate
-                        batch.failures.append(self._failure(d.job, "encode", f"too short to encode ({ms:.0f} ms of audio)"))
-                    else:
-                        ready.append((d, tokens))
-                # Caption from the fp16 values that are stored, as a later recaption will.
-                captioned, bad = self.caption([t.clamp(-FP16_MAX, FP16_MAX).half() for _, t in ready])
-                batch.failures += [self._failure(ready[i][0].job, "caption", reason) for i, reason in bad]
-                for i, cap in captioned:
-                    d, tokens = ready[i]
-                    seconds = d.wave.size / encoder.sample_rate
-                    batch.tracks.append(TrackResult(
-                        entry=d.job.entry, fingerprint=d.job.fingerprint, tags=d.tags, indexed_seconds=seconds,
-                        profile=self.profile.name, encoder_version=encoder.version(), tokens=tokens.numpy(),
-                        vector=track_vector(tokens), caption=cap, track_id=d.job.track_id))
-                    batch.audio_seconds += seconds
-                self.commit(batch)
 
-    def recaption(self, track_ids: list[int], catalog: Catalog) -> None:
-        for ids in _batched(track_ids, self.commit_every):
-            with catalog.read() as conn:
-                rows = conn.execute(select(
-                    embeddings.c.track_id, embeddings.c.n_tokens, embeddings.c.dim, embeddings.c.tokens,
-                    tracks.c.path, tracks.c.root).join(tracks, tracks.c.id == embeddings.c.track_id)
-                    .where(embeddings.c.track_id.in_(ids))).all()
-            stored = [np.frombuffer(r.tokens, dtype=np.float16).reshape(r.n_tokens, r.dim).astype(np.float32)
-                      for r in rows]
-            captioned, bad = self.caption(stored)
-            batch = Batch(files_done=len(ids), recaptions=[(rows[i].track_id, cap) for i, cap in captioned])
-            batch.failures += [Failure(rows[i].path, rows[i].root, "caption", reason) for i, reason in bad]
-            self.commit(batch)
+        def run(idx: list[int]) -> list:
+            encoder.batch_size = self.encode_batch.size  # chunks per forward pass: halved with the batch
+            return encoder.encode([waves[i] for i in idx])
+
+        done, failed = self.encode_batch.run(run, list(range(len(waves))))
+        out = []
+        for i, tokens in done:
+            seconds = waves[i].size / encoder.sample_rate
+            if tokens.shape[0] == 0:
+                failed.append(Failed(i, f"too short to encode ({1000 * seconds:.0f} ms of audio)"))
+            else:
+                half = tokens.clamp(-FP16_MAX, FP16_MAX).half().numpy()
+                out.append((i, Encoded(half, track_vector(tokens), seconds)))
+        return out, failed
+
+    def caption(self, tokens: list[np.ndarray]) -> tuple[list[tuple[int, CaptionResult]], list[Failed[int]]]:
+        """Captions and text vectors for stored (fp16) token arrays, by position."""
+        import torch
+
+        gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
+            [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
+            max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
+        vecs = self.models.text.encode([g.text for _, g in gens])
+        version = self.profile.version()
+        return [(i, CaptionResult(g.text, list(g.token_ids), v, version))
+                for (i, g), v in zip(gens, vecs, strict=True)], failed
+
+    def results(self, decoded: list[Decoded]) -> Batch:
+        """The writer's batch for decoded files: encoded and captioned tracks, and a failure for each other file."""
+        batch = Batch(files_done=len(decoded))
+        audio = [d for d in decoded if d.error is None]
+        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
+                           for d in decoded if d.error is not None]
+        encoded, bad = self.encode([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "encode", f) for f in bad]
+        captioned, bad = self.caption([e.tokens for _, e in encoded])
+        batch.failures += [self._failure(audio[encoded[f.item][0]].job, "caption", f) for f in bad]
+        version = self.profile.version("encoder")
+        for i, cap in captioned:
+            k, enc = encoded[i]
+            job = audio[k].job
+            batch.tracks.append(TrackResult(
+                entry=job.entry, fingerprint=job.fingerprint, tags=audio[k].tags, indexed_seconds=enc.seconds,
+                profile=self.profile.name, encoder_version=version, tokens=enc.tokens, vector=enc.vector,
+                caption=cap, track_id=job.track_id))
+            batch.audio_seconds += enc.seconds
+        return batch
 
     @staticmethod
-    def _failure(job: Job, stage: str, reason: str) -> Failure:
-        e = job.entry
-        return Failure(e.path, e.root, stage, reason, e.size, e.mtime, job.track_id)
+    def _failure(job: Job, stage: str, failed: Failed) -> Failure:
+        return file_failure(job.entry, job.track_id, stage, failed.reason, failed.out_of_memory)
 
 
 def _now() -> dt.datetime:
@@ -239,6 +249,148 @@ def _catalog_state(catalog: Catalog) -> tuple[list[Known], dict[str, tuple[int |
     return known, failed
 
 
+class Scan:
+    """One scan of a data dir, whichever engine computes it: the lock, the scan's row, the writer, the summary.
+
+    Both engines run the same steps, so a scan leaves one row in `scans` and applies moves and deletions
+    once:
+
+        with Scan(roots, settings, indexing, engine=...) as run:
+            plan = run.plan(recaption)          # walk, plan, commit what needs no model
+            ... run.commit(batch) for the work of plan.index (here: run.index(plan.index, max_seconds))
+            run.recaption(plan.recaption)
+
+    Leaving the block saves the indexes and closes the row: "finished", or "interrupted" after an error
+    (re-raised) or a KeyboardInterrupt (Ctrl-C, or SIGTERM mapped to it; swallowed, every committed
+    batch is kept). Entering raises ScanBusyError if another scan holds the data dir.
+    """
+
+    def __init__(self, roots: list[str], settings: Settings, indexing: Indexing, *, commit_every: int = COMMIT_EVERY,
+                 progress: bool = False, engine: str = "local") -> None:
+        if not roots:
+            raise ValueError("no library folders given: pass PATH... or set roots in the settings")
+        profile = indexing.profile
+        self.settings, self.indexing, self.commit_every, self.engine = settings, indexing, commit_every, engine
+        self.catalog = Catalog(settings.catalog_path)
+        self.summary = ScanSummary(None, [str(r) for r in roots], profile.name, profile.version("encoder"),
+                                   profile.version())
+        self.writer: Writer | None = None
+        self._lock = ScanLock(settings.data_dir)
+        self._progress = progress
+
+    def __enter__(self) -> Scan:
+        from tqdm import tqdm
+
+        self._started = time.monotonic()
+        self._lock.__enter__()
+        try:
+            self.catalog.create()
+            with self.catalog.write() as conn:  # we hold the lock: any scan still "running" died
+                conn.execute(update(scans).where(scans.c.state == "running").values(state="interrupted"))
+                self.summary.scan_id = conn.execute(insert(scans).values(
+                    started_at=_now(), heartbeat=_now(), roots=json.dumps(self.summary.roots),
+                    profile=self.summary.profile, state="running", files_total=0, files_done=0,
+                    audio_seconds=0.0).returning(scans.c.id)).scalar_one()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        self.bar = tqdm(total=0, unit="file", desc="scan", disable=not self._progress, dynamic_ncols=True)
+        try:
+            indexes = IndexSet(self.catalog, self.settings.data_dir)
+            self.summary.index_repairs = {k: v for k, v in indexes.open(self.summary.scan_id).items() if v}
+            self.writer = Writer(self.catalog, indexes, self.summary.scan_id)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        s = self.summary
+        s.state = "finished" if exc is None else "interrupted"
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            s.error = f"{type(exc).__name__}: {exc}"
+        s.batch_sizes = self.indexing.batch_sizes() | s.batch_sizes  # an engine's own figures win
+        try:
+            self.bar.close()
+            self._finish(failing=s.error is not None)
+        finally:
+            self._lock.__exit__(None, None, None)
+        return isinstance(exc, KeyboardInterrupt)
+
+    def plan(self, recaption: bool = False) -> Plan:
+        """Walk the roots and plan against the catalog; commit at once what needs no model (moves, touches,
+        deletions, discovery failures). The engine then does `plan.index`; `plan.recaption` is `recaption`'s."""
+        s = self.summary
+        found = walk(s.roots)
+        known, failed = _catalog_state(self.catalog)
+        plan = plan_scan(found, known, failed, s.encoder_version, s.pipeline_version, recaption)
+        s.files_total = len(found.files)
+        s.unchanged = plan.unchanged
+        s.skipped_failed = len(plan.skipped_failed)
+        s.moved = [tid for tid, _ in plan.moves]
+        with self.catalog.write() as conn:
+            conn.execute(update(scans).where(scans.c.id == s.scan_id).values(files_total=s.files_total))
+        self.bar.reset(total=s.files_total)
+        self.commit(Batch(
+            moves=[(tid, e, read_tags(e.path, e.root)) for tid, e in plan.moves], touches=plan.touches,
+            removed=plan.removed, failures=plan.failures, clear_errors=plan.stale_errors,
+            files_done=s.files_total - len(plan.index) - len(plan.recaption)))
+        return plan
+
+    def commit(self, batch: Batch) -> None:
+        """Write one batch (one transaction, then FAISS) and count it in the summary."""
+        assert self.writer is not None, "commit outside the scan's with block"
+        done = self.writer.commit(batch)
+        s = self.summary
+        s.indexed += done.track_ids
+        s.recaptioned += [tid for tid, _ in batch.recaptions]
+        s.removed += done.removed
+        s.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
+        s.audio_seconds += batch.audio_seconds
+        self.bar.update(batch.files_done)
+        self.bar.set_postfix_str(f"{s.audio_seconds / 3600:.2f} h audio, {len(s.failed)} failed", refresh=False)
+
+    def index(self, jobs: list[Job], max_seconds: float) -> None:
+        """The local engine: decode in `settings.decode_workers` processes, encode and caption here."""
+        if not jobs:
+            return
+        rate, workers = self.indexing.models.encoder.sample_rate, self.settings.decode_workers
+        with DecodePool(workers, rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
+            for chunk in _batched(pool.run(jobs), self.commit_every):
+                self.commit(self.indexing.results(chunk))
+
+    def recaption(self, track_ids: list[int]) -> None:
+        """Caption tracks again from their stored tokens, here (no audio is read)."""
+        for ids in _batched(track_ids, self.commit_every):
+            with self.catalog.read() as conn:
+                rows = conn.execute(select(
+                    embeddings.c.track_id, embeddings.c.n_tokens, embeddings.c.dim, embeddings.c.tokens,
+                    tracks.c.path, tracks.c.root).join(tracks, tracks.c.id == embeddings.c.track_id)
+                    .where(embeddings.c.track_id.in_(ids))).all()
+            stored = [np.frombuffer(r.tokens, dtype=np.float16).reshape(r.n_tokens, r.dim) for r in rows]
+            captioned, bad = self.indexing.caption(stored)
+            batch = Batch(files_done=len(ids), recaptions=[(rows[i].track_id, cap) for i, cap in captioned])
+            batch.failures += [Failure(rows[f.item].path, rows[f.item].root, "caption", f.reason) for f in bad]
+            self.commit(batch)
+
+    def _finish(self, failing: bool) -> None:
+        """Save the indexes and close the scan's row. After a failure (a full disk, say) this may fail too;
+        then the first error is the one to report, and the next scan repairs what this one could not."""
+        s = self.summary
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            s.wall_seconds = time.monotonic() - self._started
+            with self.catalog.write() as conn:
+                conn.execute(update(scans).where(scans.c.id == s.scan_id).values(
+                    state=s.state, finished_at=_now(), heartbeat=_now(), files_total=s.files_total,
+                    summary=json.dumps(s.to_dict()["counts"] | {"engine": self.engine, "error": s.error,
+                                                                "batch_sizes": s.batch_sizes})))
+        except Exception:
+            if not failing:
+                raise
+
+
 def scan(roots: list[str], settings: Settings, profile: Profile | None = None, *, models: Models | None = None,
          recaption: bool = False, greedy: bool = False, max_new_tokens: int | None = None,
          limit_seconds: float | None = None, commit_every: int = COMMIT_EVERY, progress: bool = False) -> ScanSummary:
@@ -249,75 +401,14 @@ def scan(roots: list[str], settings: Settings, profile: Profile | None = None, *
     holds the data dir. A KeyboardInterrupt (Ctrl-C, or SIGTERM mapped to it) ends the scan with
     every committed batch kept, and returns the summary with state "interrupted".
     """
-    from tqdm import tqdm
-
-    if not roots:
-        raise ValueError("no library folders given: pass PATH... or set roots in the settings")
     profile = profile or load_profile(settings.profile, settings.data_dir)
     models = models or Models(profile, settings)
     if models.profile.version() != profile.version():
         raise ValueError(f"models were built for profile {models.profile.name}, not {profile.name}")
-    catalog = Catalog(settings.catalog_path)
-    started = time.monotonic()
-    with ScanLock(settings.data_dir):
-        catalog.create()
-        with catalog.write() as conn:  # we hold the lock: any scan still "running" died
-            conn.execute(update(scans).where(scans.c.state == "running").values(state="interrupted"))
-            scan_id = conn.execute(insert(scans).values(
-                started_at=_now(), heartbeat=_now(), roots=json.dumps([str(r) for r in roots]), profile=profile.name,
-                state="running", files_total=0, files_done=0, audio_seconds=0.0).returning(scans.c.id)).scalar_one()
-        summary = ScanSummary(scan_id, [str(r) for r in roots], profile.name, profile.version("encoder"),
-                              profile.version())
-        indexes = IndexSet(catalog, settings.data_dir)
-        writer: Writer | None = None
-        bar = tqdm(total=0, unit="file", desc="scan", disable=not progress, dynamic_ncols=True)
-        try:
-            summary.index_repairs = {k: v for k, v in indexes.open(scan_id).items() if v}
-            writer = Writer(catalog, indexes, scan_id)
-            found = walk(roots)
-            known, failed = _catalog_state(catalog)
-            plan = plan_scan(found, known, failed, summary.encoder_version, summary.pipeline_version, recaption)
-            summary.files_total = len(found.files)
-            summary.unchanged = plan.unchanged
-            summary.skipped_failed = len(plan.skipped_failed)
-            summary.moved = [tid for tid, _ in plan.moves]
-            with catalog.write() as conn:
-                conn.execute(update(scans).where(scans.c.id == scan_id).values(files_total=summary.files_total))
-            bar.reset(total=summary.files_total)
-            run = _Scan(settings, profile, models, writer, summary, greedy, max_new_tokens, commit_every, bar)
-            run.commit(Batch(
-                moves=[(tid, e, read_tags(e.path, e.root)) for tid, e in plan.moves], touches=plan.touches,
-                removed=plan.removed, failures=plan.failures, clear_errors=plan.stale_errors,
-                files_done=summary.files_total - len(plan.index) - len(plan.recaption)))
-            if plan.index:
-                run.index_files(plan.index, limit_seconds or settings.max_track_seconds)
-            if plan.recaption:
-                run.recaption(plan.recaption, catalog)
-            summary.state = "finished"
-        except KeyboardInterrupt:
-            summary.state = "interrupted"
-        except BaseException as exc:
-            summary.state = "interrupted"
-            summary.error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            bar.close()
-            _finish(catalog, writer, scan_id, summary, started, failing=summary.error is not None)
-    return summary
-
-
-def _finish(catalog: Catalog, writer: Writer | None, scan_id: int, summary: ScanSummary, started: float,
-            failing: bool) -> None:
-    """Save the indexes and close the scan's row. After a failure (a full disk, say) this may fail too;
-    then the first error is the one to report, and the next scan repairs what this one could not."""
-    try:
-        if writer is not None:
-            writer.close()
-        summary.wall_seconds = time.monotonic() - started
-        with catalog.write() as conn:
-            conn.execute(update(scans).where(scans.c.id == scan_id).values(
-                state=summary.state, finished_at=_now(), heartbeat=_now(),
-                summary=json.dumps(summary.to_dict()["counts"] | {"error": summary.error})))
-    except Exception:
-        if not failing:
-            raise
+    run = Scan(roots, settings, Indexing(models, settings, greedy, max_new_tokens), commit_every=commit_every,
+               progress=progress)
+    with run:
+        plan = run.plan(recaption)
+        run.index(plan.index, limit_seconds or settings.max_track_seconds)
+        run.recaption(plan.recaption)
+    return run.summary

@@ -11,8 +11,9 @@ tracks. Here the driver walks the library and plans exactly as the single-proces
 Results come back to the driver in batches of `commit_every` rows; each is written as a Parquet
 shard to `<data_dir>/ray/<scan_id>/` and then committed by the indexer's own `Writer`, the one
 writer of the catalog and FAISS indexes. The driver writes the shards, so workers need no shared
-filesystem. The rest of a scan (moves, touches, deletions, recaptions, the scan's bookkeeping) is
-the single-process `scan`, run afterwards with nothing left to decode.
+filesystem. Everything else is the single-process scan's own steps (`indexer.pipeline.Scan`: one
+row in `scans`, the plan, moves, touches, deletions and recaptions applied once, on the driver), and
+the actors compute with its `Indexing`, batch-size back-off on out-of-memory included.
 
 Resume: a committed track is `done` in the catalog, so the next run's plan skips it. A driver that
 dies leaves its shard folder behind; the next run commits the rows of those shards that its plan
@@ -25,29 +26,25 @@ unlimited retries on system failures, which is why decoding runs in a child proc
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import insert, update
 
 from indexer.decode import DecodePool
-from indexer.discover import Failure, FileEntry, Job, plan_scan, walk
-from indexer.pipeline import COMMIT_EVERY, Models, ScanSummary, _catalog_state, _each, _Scan, scan
-from indexer.store import Catalog, scans
+from indexer.discover import FileEntry, Job
+from indexer.pipeline import COMMIT_EVERY, Indexing, Models, Scan, ScanSummary, file_failure
 from indexer.tags import TrackTags
-from indexer.vectors import IndexSet
-from indexer.writer import FP16_MAX, Batch, CaptionResult, ScanLock, TrackResult, Writer
+from indexer.writer import Batch, CaptionResult, TrackResult
+from model.batching import MAX_GPU_BATCH
 from model.config import Profile, load_profile
 from model.settings import Settings
 
@@ -58,13 +55,14 @@ DECODE_BATCH = 8  # files per decode task: amortises the task's decoder process 
 SHARD_SCHEMA = pa.schema([
     ("path", pa.string()), ("root", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
     ("fingerprint", pa.string()), ("track_id", pa.int64()), ("tags", pa.string()),
-    ("stage", pa.string()), ("error", pa.string()),
+    ("stage", pa.string()), ("error", pa.string()), ("retry", pa.bool_()),  # retry: out of memory, not the file
     ("indexed_seconds", pa.float64()), ("encoder_version", pa.string()),
     ("n_tokens", pa.int64()), ("dim", pa.int64()),
     ("tokens", pa.large_binary()),  # fp16 [n_tokens, dim], row-major: what the catalog stores
     ("vector", pa.binary()),  # fp32 unit track vector
     ("caption", pa.string()), ("caption_token_ids", pa.list_(pa.int64())),
     ("caption_vector", pa.binary()), ("pipeline_version", pa.string()),
+    ("batch_sizes", pa.string()),  # JSON {stage: {start, final}} of the actors that made the row
 ])
 DECODED_SCHEMA = SHARD_SCHEMA.append(pa.field("wave", pa.large_binary()))  # fp32 mono, dropped after encoding
 
@@ -109,8 +107,14 @@ def _job(row: dict) -> Job:
     return Job(entry, row["fingerprint"], row["track_id"], row["reason"])
 
 
-def _fail(row: dict, stage: str, reason: str) -> dict:
-    return {**row, "stage": stage, "error": reason, "wave": None}
+def _fail(row: dict, stage: str, reason: str, retry: bool = False) -> dict:
+    return {**row, "stage": stage, "error": reason, "retry": retry, "wave": None}
+
+
+def _note_batch_sizes(rows: list[dict], stage: str, indexing: Indexing) -> None:
+    report = indexing.batch_sizes().get(stage)
+    for row in rows:
+        row["batch_sizes"] = json.dumps(json.loads(row.get("batch_sizes") or "{}") | {stage: report})
 
 
 def decode_batch(batch: pa.Table, sample_rate: int, max_seconds: float) -> pa.Table:
@@ -136,30 +140,20 @@ class EncodeStage:
     """Ray actor: the profile's encoder, loaded once; waves in, fp16 tokens and the track vector out."""
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
-        self.models = Models(profile, settings)
+        self.indexing = Indexing(Models(profile, settings), settings)
         self.version = profile.version("encoder")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
-        from model.encoder import track_vector
-
-        encoder = self.models.encoder
         rows = batch.to_pylist()
         todo = [r for r in rows if r["stage"] is None]
-        waves = [np.frombuffer(r["wave"], dtype=np.float32) for r in todo]
-        encoded, bad = _each(lambda idx: encoder.encode([waves[i] for i in idx]), list(range(len(todo))))
-        for i, reason in bad:
-            todo[i].update(_fail(todo[i], "encode", reason))
-        for i, tokens in encoded:
-            row, seconds = todo[i], waves[i].size / encoder.sample_rate
-            if tokens.shape[0] == 0:
-                row.update(_fail(row, "encode", f"too short to encode ({1000 * seconds:.0f} ms of audio)"))
-                continue
-            half = tokens.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
-            row.update(wave=None, indexed_seconds=seconds, encoder_version=self.version,
-                       n_tokens=int(half.shape[0]), dim=int(half.shape[1]), tokens=half.numpy().tobytes(),
-                       vector=track_vector(tokens).tobytes())
+        encoded, bad = self.indexing.encode([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
+        for f in bad:
+            todo[f.item].update(_fail(todo[f.item], "encode", f.reason, f.out_of_memory))
+        for i, enc in encoded:
+            todo[i].update(wave=None, indexed_seconds=enc.seconds, encoder_version=self.version,
+                           n_tokens=int(enc.tokens.shape[0]), dim=int(enc.tokens.shape[1]),
+                           tokens=enc.tokens.tobytes(), vector=enc.vector.tobytes())
+        _note_batch_sizes(rows, "encode", self.indexing)
         return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA).drop_columns(["wave"])
 
 
@@ -167,20 +161,20 @@ class CaptionStage:
     """Ray actor: MusiLingo and the text embedder, loaded once; stored fp16 tokens in, caption and its vector out."""
 
     def __init__(self, profile: Profile, settings: Settings, greedy: bool, max_new_tokens: int | None) -> None:
-        # The single-process scan's captioning, minus its writer and progress bar (never touched by caption()).
-        self.scan = _Scan(settings, profile, Models(profile, settings), None, None, greedy, max_new_tokens, 1, None)
+        self.indexing = Indexing(Models(profile, settings), settings, greedy, max_new_tokens)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         todo = [r for r in rows if r["stage"] is None]
         tokens = [np.frombuffer(r["tokens"], dtype=np.float16).reshape(r["n_tokens"], r["dim"]) for r in todo]
-        captioned, bad = self.scan.caption(tokens)
-        for i, reason in bad:
-            todo[i].update(stage="caption", error=reason)
+        captioned, bad = self.indexing.caption(tokens)
+        for f in bad:
+            todo[f.item].update(stage="caption", error=f.reason, retry=f.out_of_memory)
         for i, cap in captioned:
             todo[i].update(caption=cap.text, caption_token_ids=[int(t) for t in cap.token_ids],
                            caption_vector=np.asarray(cap.text_vector, np.float32).tobytes(),
                            pipeline_version=cap.pipeline_version)
+        _note_batch_sizes(rows, "caption", self.indexing)
         return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
 
 
@@ -190,8 +184,7 @@ def shard_batch(table: pa.Table, profile: str) -> Batch:
     for r in table.to_pylist():
         entry = FileEntry(r["path"], r["root"], r["size"], r["mtime"])
         if r["stage"] is not None:
-            batch.failures.append(Failure(entry.path, entry.root, r["stage"], r["error"], entry.size, entry.mtime,
-                                          r["track_id"]))
+            batch.failures.append(file_failure(entry, r["track_id"], r["stage"], r["error"], bool(r["retry"])))
             continue
         tokens = np.frombuffer(r["tokens"], dtype=np.float16).reshape(r["n_tokens"], r["dim"])
         caption = CaptionResult(r["caption"], r["caption_token_ids"],
@@ -236,10 +229,6 @@ def _leftover_rows(data_dir: Path, jobs: list[Job], encoder_version: str, pipeli
     return table, folders
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def compute_shards(jobs: list[Job], settings: Settings, profile: Profile, folder: Path, *, greedy: bool = False,
                    max_new_tokens: int | None = None, max_seconds: float | None = None,
                    commit_every: int = COMMIT_EVERY, progress: bool = False) -> Iterator[pa.Table]:
@@ -265,7 +254,9 @@ def compute_shards(jobs: list[Job], settings: Settings, profile: Profile, folder
     ds = ds.map_batches(EncodeStage, batch_size=commit_every, batch_format="pyarrow",
                         fn_constructor_args=(profile, settings), compute=pool(stages.encode_actors),
                         num_cpus=stages.actor_cpus, num_gpus=stages.encode_gpus)
-    ds = ds.map_batches(CaptionStage, batch_size=max(1, settings.caption_batch_size), batch_format="pyarrow",
+    # On GPUs the actors size their own batches from free memory: hand them enough rows to fill one.
+    caption_rows = MAX_GPU_BATCH if stages.caption_gpus else max(1, settings.caption_batch_size)
+    ds = ds.map_batches(CaptionStage, batch_size=caption_rows, batch_format="pyarrow",
                         fn_constructor_args=(profile, settings, greedy, max_new_tokens),
                         compute=pool(stages.caption_actors), num_cpus=stages.actor_cpus,
                         num_gpus=stages.caption_gpus)
@@ -286,61 +277,35 @@ def _encoder_sample_rate(profile: Profile) -> int:
     return int(config["sampling_rate"])
 
 
-def _index_with_ray(roots: list[str], settings: Settings, profile: Profile, summary: ScanSummary,
-                    greedy: bool, max_new_tokens: int | None, max_seconds: float, commit_every: int,
-                    progress: bool) -> None:
-    """Under the scan lock: plan, commit leftover shards, then run the Ray pipeline and commit its batches."""
-    catalog = Catalog(settings.catalog_path)
-    catalog.create()
-    with catalog.write() as conn:
-        summary.scan_id = conn.execute(insert(scans).values(
-            started_at=_now(), heartbeat=_now(), roots=json.dumps(summary.roots), profile=profile.name,
-            state="running", files_total=0, files_done=0, audio_seconds=0.0).returning(scans.c.id)).scalar_one()
-    indexes = IndexSet(catalog, settings.data_dir)
-    summary.index_repairs = {k: v for k, v in indexes.open(summary.scan_id).items() if v}
-    writer = Writer(catalog, indexes, summary.scan_id)
+def _index_with_ray(run: Scan, jobs: list[Job], settings: Settings, profile: Profile, greedy: bool,
+                    max_new_tokens: int | None, max_seconds: float, commit_every: int, progress: bool) -> None:
+    """Inside the scan: commit what earlier runs' shards hold for `jobs`, then run the rest on Ray and commit it."""
+    summary = run.summary
+    leftover, old = _leftover_rows(Path(settings.data_dir), jobs, summary.encoder_version, summary.pipeline_version,
+                                   summary.scan_id)
+    if leftover is not None:
+        run.commit(shard_batch(leftover, profile.name))
+        recovered = set(leftover.column("path").to_pylist())
+        jobs = [j for j in jobs if j.entry.path not in recovered]
+        log.info("committed %d tracks from the shards of an earlier run", len(recovered))
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    if not jobs:
+        return
     folder = shard_dir(settings.data_dir, summary.scan_id)
-    try:
-        known, failed = _catalog_state(catalog)
-        found = walk(roots)
-        summary.files_total = len(found.files)
-        jobs = plan_scan(found, known, failed, summary.encoder_version, summary.pipeline_version).index
-        leftover, old = _leftover_rows(Path(settings.data_dir), jobs, summary.encoder_version,
-                                       summary.pipeline_version, summary.scan_id)
-        if leftover is not None:
-            _commit(writer, leftover, summary)
-            recovered = set(leftover.column("path").to_pylist())
-            jobs = [j for j in jobs if j.entry.path not in recovered]
-            log.info("committed %d tracks from the shards of an earlier run", len(recovered))
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        if not jobs:
-            summary.state = "finished"
-            return
-        for table in compute_shards(jobs, settings, profile, folder, greedy=greedy, max_new_tokens=max_new_tokens,
-                                    max_seconds=max_seconds, commit_every=commit_every, progress=progress):
-            _commit(writer, table, summary)
-        shutil.rmtree(folder, ignore_errors=True)
-        summary.state = "finished"
-    except KeyboardInterrupt:
-        summary.state = "interrupted"
-    except BaseException as exc:
-        summary.state, summary.error = "interrupted", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        writer.close()
-        with catalog.write() as conn:
-            conn.execute(update(scans).where(scans.c.id == summary.scan_id).values(
-                state=summary.state, finished_at=_now(), heartbeat=_now(), files_total=summary.files_total,
-                summary=json.dumps(summary.to_dict()["counts"] | {"engine": "ray", "error": summary.error})))
+    for table in compute_shards(jobs, settings, profile, folder, greedy=greedy, max_new_tokens=max_new_tokens,
+                                max_seconds=max_seconds, commit_every=commit_every, progress=progress):
+        run.commit(shard_batch(table, profile.name))
+        _merge_batch_sizes(summary, table)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _commit(writer: Writer, table: pa.Table, summary: ScanSummary) -> None:
-    batch = shard_batch(table, summary.profile)
-    done = writer.commit(batch)
-    summary.indexed += done.track_ids
-    summary.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
-    summary.audio_seconds += batch.audio_seconds
+def _merge_batch_sizes(summary: ScanSummary, table: pa.Table) -> None:
+    """Over all actors: the largest starting size and the smallest size reached, per stage."""
+    for raw in set(table.column("batch_sizes").to_pylist()) - {None}:
+        for stage, size in json.loads(raw).items():
+            have = summary.batch_sizes.setdefault(stage, size)
+            have.update(start=max(have["start"], size["start"]), final=min(have["final"], size["final"]))
 
 
 def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None = None, address: str | None = None,
@@ -351,39 +316,24 @@ def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None =
 
     `address`: a running cluster ("auto", "ray://head:10001", "10.0.0.1:6379"), or None for a local
     one started here. A process already connected to Ray keeps its cluster and `address` is unused.
-    Same arguments and summary as `scan` (the summary's scan_id is the Ray part's scan row). Raises
-    ScanBusyError if another scan holds the data dir.
+    Same arguments and summary as `scan`, and the same one row in `scans`. Recaptions run on the
+    driver, from stored tokens. Raises ScanBusyError if another scan holds the data dir.
     """
     import ray
 
-    if not roots:
-        raise ValueError("no library folders given: pass PATH... or set roots in the settings")
     profile = profile or load_profile(settings.profile, settings.data_dir)
-    started = time.monotonic()
+    run = Scan(roots, settings, Indexing(Models(profile, settings), settings, greedy, max_new_tokens),
+               commit_every=commit_every, progress=progress, engine="ray")
     ours = not ray.is_initialized()
     if ours:
         ray.init(address=address, include_dashboard=False, log_to_driver=progress)
-    summary = ScanSummary(None, [str(r) for r in roots], profile.name, profile.version("encoder"), profile.version())
     try:
-        with ScanLock(settings.data_dir):
-            _index_with_ray(summary.roots, settings, profile, summary, greedy, max_new_tokens,
+        with run:
+            plan = run.plan(recaption)
+            _index_with_ray(run, plan.index, settings, profile, greedy, max_new_tokens,
                             limit_seconds or settings.max_track_seconds, commit_every, progress)
+            run.recaption(plan.recaption)
     finally:
         if ours:
             ray.shutdown()
-    if summary.state != "finished":
-        summary.wall_seconds = time.monotonic() - started
-        return summary
-    # Moves, touches, deletions, recaptions and discovery failures: the single-process scan, which
-    # now finds nothing to decode. Its counts are merged into ours.
-    rest = scan(summary.roots, settings, profile, recaption=recaption, greedy=greedy, max_new_tokens=max_new_tokens,
-                limit_seconds=limit_seconds, commit_every=commit_every, progress=progress)
-    ours_failed = {f["path"] for f in summary.failed}
-    merged = replace(
-        rest, scan_id=summary.scan_id, indexed=summary.indexed + rest.indexed,
-        unchanged=max(0, rest.unchanged - len(summary.indexed)),
-        skipped_failed=max(0, rest.skipped_failed - len(ours_failed)),
-        failed=summary.failed + [f for f in rest.failed if f["path"] not in ours_failed],
-        index_repairs=summary.index_repairs | rest.index_repairs,
-        audio_seconds=summary.audio_seconds + rest.audio_seconds, wall_seconds=time.monotonic() - started)
-    return merged
+    return run.summary

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from indexer.discover import plan_scan, walk
 from indexer.pipeline import scan
 from indexer.ray_engine import compute_shards, plan_stages, run_ray_scan, shard_dir
-from indexer.store import Catalog, captions, embeddings, errors, tracks
+from indexer.store import Catalog, captions, embeddings, errors, scans, tracks
 from indexer.vectors import load_index
 from model.checkpoints import save_adapter
 from model.config import load_profile
@@ -121,10 +121,16 @@ def test_ray_scan_matches_single_process(cluster, adapter: Path, library: Path, 
         index, manifest = load_index(tmp_path / "ray", name)
         assert index.ntotal == manifest.count == len(FORMATS)
     assert not shard_dir(tmp_path / "ray", ours.scan_id).exists()  # merged shards are gone
+    assert ours.batch_sizes == single.batch_sizes == {"encode": {"start": 4, "final": 4},
+                                                      "caption": {"start": 4, "final": 4}}
 
     again = run_ray_scan([str(library)], _settings(tmp_path / "ray"), profile, greedy=True)
     assert again.state == "finished" and again.indexed == [] and again.unchanged == len(FORMATS)
     assert again.skipped_failed == 1
+    with Catalog(tmp_path / "ray" / "catalog.duckdb").read() as conn:  # one row per Ray scan, no second pass
+        runs = conn.execute(select(scans.c.id, scans.c.state, scans.c.summary).order_by(scans.c.id)).all()
+    assert [(r.id, r.state) for r in runs] == [(ours.scan_id, "finished"), (again.scan_id, "finished")]
+    assert [json.loads(r.summary)["engine"] for r in runs] == ["ray", "ray"]
 
 
 def test_shards_left_by_a_dead_driver_are_committed_not_recomputed(cluster, adapter: Path, library: Path,
