@@ -245,17 +245,31 @@ def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys)
                               cache=str(caches["synth"]), profile=str(profile_path),
                               adapter=str(tmp_path / "a.safetensors"), model_cache_dir=str(root), device="cpu",
                               limit=2, qa_per_clip=0, qa_attributes="mode", batch=4, max_new_tokens=6,
-                              qa_max_new_tokens=4, baseline=True, no_audio=False, threads=0,
+                              qa_max_new_tokens=4, baseline=True, no_audio=False, shuffled=True, threads=0,
                               samples=str(tmp_path / "s.jsonl"), json=True, out=str(tmp_path / "r.json"))
     assert main(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["items"] == 4 and report["clips"] == 2
-    for run in ("audio", "no_audio"):
+    for run in ("audio", "no_audio", "shuffled_audio"):
         assert set(report[run]["caption_attribute_accuracy"]) <= {"instrument_family", "tempo_class", "mode"}
         assert report[run]["qa_accuracy"]["n"] == 2
         assert "bleu4_corpus" in report[run]["captioning"]["standard"]
         assert "rougeL_recall_mean" in report[run]["qa"]["published"]
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 12
     base = [json.loads(x) for x in lines if json.loads(x)["run"] == "no_audio"]
     assert len({b["generated"] for b in base if b["question"] is None}) == 1  # same prompt, same greedy text
+
+
+def test_shuffled_tokens_give_every_clip_another_clips_audio() -> None:
+    from training.datasets import Item
+    from training.evaluate import shuffled_tokens
+
+    items = [Item(f"c{i}#{k}", None, None, "a", f"c{i}") for i in range(3) for k in range(2)]
+    tokens = {f"c{i}": torch.full((2, 4), float(i)) for i in range(3)}
+    swapped = shuffled_tokens(items, tokens)
+    assert set(swapped) == set(tokens)
+    assert all(not torch.equal(swapped[k], tokens[k]) for k in tokens)  # nobody keeps its own audio
+    assert sorted(float(v[0, 0]) for v in swapped.values()) == [0.0, 1.0, 2.0]  # each clip's audio used once
+    with pytest.raises(SystemExit, match="two clips"):
+        shuffled_tokens(items[:2], tokens)

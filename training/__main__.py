@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-new-tokens", type=int, default=80)
     e.add_argument("--baseline", action="store_true", help="also run the no-audio baseline")
     e.add_argument("--no-audio", action="store_true", help="only the no-audio baseline")
+    e.add_argument("--shuffled", action="store_true",
+                   help="also run with each clip's audio swapped for another clip's (what the model hears)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--samples", default="", help="write every generation to this jsonl file")
     e.add_argument("--json", action="store_true", help="print the report as JSON")

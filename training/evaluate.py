@@ -6,6 +6,9 @@ training/metrics.py). On the synthetic corpus the report adds attribute accuracy
 tempo class and mode parsed from each generated caption and compared with the clip's labels, and QA
 accuracy (the asked attribute parsed from the generated answer). `--baseline` repeats everything with
 NO audio (the same prompt with zero audio tokens), so the gain from hearing the audio is visible.
+`--shuffled` repeats it with each clip's audio tokens swapped for the next clip's: the trained adapter
+still shapes the answer's form (its bias acts as a learned prompt), so only the gap between the true
+and the shuffled audio measures what the model hears.
 """
 
 from __future__ import annotations
@@ -90,6 +93,14 @@ def generate_all(model, items: list[Item], tokens: dict[str, torch.Tensor], no_a
             say(f"eval{' (no audio)' if zero_audio else ''}: {'captions' if is_caption else 'qa'} "
                 f"{min(s + batch, len(idx))}/{len(idx)}")
     return [t or "" for t in texts]
+
+
+def shuffled_tokens(items: list[Item], tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each clip's audio tokens replaced by those of the next clip in reading order (a derangement)."""
+    clips = list(dict.fromkeys(it.audio_key for it in items))
+    if len(clips) < 2:
+        raise SystemExit("eval --shuffled needs at least two clips")
+    return {key: tokens[clips[(i + 1) % len(clips)]] for i, key in enumerate(clips)}
 
 
 def score(items: list[Item], texts: list[str], synth: bool, with_bertscore: bool = True) -> dict:
@@ -177,10 +188,13 @@ def main(args) -> int:
         clip_labels = {it.audio_key: it.meta.get("labels", {}) for it in items}
         report["majority_class_accuracy"] = majority_accuracy(list(clip_labels.values()), CAPTION_ATTRIBUTES)
     runs = [("no_audio", True)] if args.no_audio else [("audio", False)] + ([("no_audio", True)] if args.baseline else [])
+    if args.shuffled:
+        runs.append(("shuffled_audio", False))
     samples = []
     for name, no_audio in runs:
         start = time.monotonic()
-        texts = generate_all(model, items, tokens, no_audio, args.batch, args.max_new_tokens,
+        run_tokens = shuffled_tokens(items, tokens) if name == "shuffled_audio" else tokens
+        texts = generate_all(model, items, run_tokens, no_audio, args.batch, args.max_new_tokens,
                              min(args.max_new_tokens, args.qa_max_new_tokens), profile.caption_instruction, say)
         report[name] = score(items, texts, synth)
         report[name]["generation_seconds"] = round(time.monotonic() - start, 1)
