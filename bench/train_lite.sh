@@ -20,10 +20,10 @@ mkdir -p $RUN
 $PY -m training pretrain --config training/configs/lite_pretrain.toml > $RUN/stage1.log 2>&1
 $PY -m training finetune --config training/configs/lite_finetune.toml > $RUN/stage2.log 2>&1
 
-# 4. Held-out evaluation with the no-audio baseline (greedy decoding).
+# 4. Held-out evaluation with the no-audio baseline and the shuffled-audio control (greedy decoding).
 $PY -m training eval --dataset synth --root data/synth/heldout --cache data/features/synth-heldout --profile lite \
     --adapter $RUN/stage2-adapter.safetensors --limit ${EVAL_CLIPS:-40} --qa-attributes instrument_family,tempo_class,mode \
-    --baseline --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
+    --baseline --shuffled --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
 
 # 5. Ship the adapter only if it beats the no-audio baseline on held-out attribute accuracy.
 RUN=$RUN $PY - <<'PYEOF'
