@@ -22,6 +22,14 @@ about recall). Then, in one process:
 - RSS of the process while serving, and its peak.
 
     python bench/bench_search.py --sizes 10000 100000 1000000 [--json]
+
+With `--data-dir DIR` the engine part runs on a data dir kept from an earlier run (`--workdir W --keep`
+leaves W/n<size>): its catalog and keyword snapshot are copied (the benchmark writes to the catalog),
+the snapshot rebuilt if it is of an older version or out of step, and its text index used as it is
+(taken to hold the catalog's tracks); the vector search comparisons, which need the raw vectors, are
+skipped.
+
+    python bench/bench_search.py --data-dir /tmp/bsk/n1000000
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 from indexer.keywords import refresh_after_scan, refresh_keywords  # noqa: E402
 from indexer.store import Catalog, bump_generation, generation, scans  # noqa: E402
@@ -151,13 +159,59 @@ def top_ids(index, q: np.ndarray) -> np.ndarray:
     return index.search(q[None], K)[1][0]
 
 
-def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndarray, seed: int = 0) -> dict:
-    import faiss
-    import psutil
+def reuse_data_dir(source: Path, workdir: Path) -> dict:
+    """A working copy of a kept data dir (catalog and keyword snapshot copied, text index linked)."""
+    from indexer.keywords import keywords_path, snapshot_matches
 
+    src = Catalog(source / "catalog.duckdb")
+    with src.read() as conn:
+        n = int(conn.execute(text("SELECT count(*) FROM tracks WHERE status = 'done'")).scalar())
+    data = workdir / f"reused-n{n}"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    shutil.copy2(src.path, data / "catalog.duckdb")
+    if keywords_path(src).is_file():
+        shutil.copy2(keywords_path(src), data / keywords_path(src).name)
+    catalog = Catalog(data / "catalog.duckdb")
+    with catalog.read() as conn:
+        gen = generation(conn)
+    # The index files linked, their manifests copied with the catalog's generation: an earlier run's own
+    # writes (bench_engine) moved the generation on without changing a track.
+    (data / "faiss").mkdir()
+    for path in (source / "faiss").iterdir():
+        if path.suffix == ".json":
+            (data / "faiss" / path.name).write_text(json.dumps({**json.loads(path.read_text()), "generation": gen}))
+        else:
+            (data / "faiss" / path.name).symlink_to(path.resolve())
+    res: dict = {"tracks": n, "auto_kind": choose_kind(n), "reused": str(source), "data": data}
+    if not snapshot_matches(catalog):  # missing, or of an older version
+        t0 = time.perf_counter()
+        refresh_keywords(catalog)
+        res["keyword_snapshot_s"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndarray, seed: int = 0,
+               source: Path | None = None) -> dict:
     from model.settings import load_settings
-    from search import Filters, SearchEngine
-    from search.fts import QUERY_THREADS
+    from search import SearchEngine
+
+    if source is not None:
+        res = reuse_data_dir(source, workdir)
+        data = res.pop("data")
+        engine = SearchEngine(load_settings(data_dir=data), text_embedder=embedder)
+        res.update(bench_engine(engine, Catalog(data / "catalog.duckdb"), n_queries))
+        return res
+    res, data = build_size(n, n_queries, workdir, embedder, centres, seed)
+    engine = SearchEngine(load_settings(data_dir=data), text_embedder=embedder)
+    res.update(bench_engine(engine, Catalog(data / "catalog.duckdb"), n_queries))
+    res["disk_mb"] = round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20)
+    return res
+
+
+def build_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndarray, seed: int) -> tuple[dict, Path]:
+    """A synthetic catalog of n tracks with its snapshot and text index, and the vector search comparisons."""
+    import faiss
 
     rng = np.random.default_rng(seed)
     data = workdir / f"n{n}"
@@ -206,7 +260,18 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
         gen = generation(conn)
     save_index(data, "text", chosen, gen, None)
     del flat, hnsw, chosen, vecs
-    engine = SearchEngine(load_settings(data_dir=data), text_embedder=embedder)
+    return res, data
+
+
+def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
+    """The engine end to end on a data dir, then the catalog side; see the module's docstring."""
+    import psutil
+
+    from search import Filters
+    from search.fts import QUERY_THREADS
+
+    embedder = engine.embedder()
+    res: dict = {}
     texts = [QUERIES[i % len(QUERIES)] for i in range(n_queries)]
     engine.search(texts[0])  # load the index and the stemmer
     _, ms = timed(lambda t: embedder.encode([t]), texts)
@@ -245,7 +310,6 @@ def bench_size(n: int, n_queries: int, workdir: Path, embedder, centres: np.ndar
     res["engine_catalog"] = percentiles(ms)
     res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    res["disk_mb"] = round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20)
     return res
 
 
@@ -316,14 +380,27 @@ def markdown(rows: list[dict]) -> str:
     def pp(r: dict, *keys: str) -> str:
         d = r
         for k in keys:
+            if k not in d:  # not measured on a reused data dir
+                return "-"
             d = d[k]
         return f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}"
+
+    def get(r: dict, *keys: str, fmt: str = "{}") -> str:
+        d = r
+        for k in keys:
+            if k not in d:
+                return "-"
+            d = d[k]
+        return fmt.format(d)
+
+    def ratio(r: dict) -> str:
+        return f"{r['engine']['p99_ms'] / r['numpy']['p99_ms']:.2f}" if "numpy" in r else "-"
 
     lines = table(
         ["tracks", "numpy p50/p99 ms", "exact (flat) p50/p99 ms", "HNSW p50/p99 ms", "HNSW recall@10",
          "HNSW build s", "index (auto)"],
         lambda r: [f"{r['tracks']:,}", pp(r, "numpy"), pp(r, "flat"), pp(r, "hnsw"),
-                   f"{r['hnsw']['recall_at_10']:.3f}", r["hnsw_build_s"], r["auto_kind"]])
+                   get(r, "hnsw", "recall_at_10", fmt="{:.3f}"), get(r, "hnsw_build_s"), r["auto_kind"]])
     lines += table(
         ["tracks", "embed p50/p99 ms", "engine p50/p99 ms", "engine p99 / numpy p99",
          "engine, 2 DuckDB threads",
@@ -331,7 +408,7 @@ def markdown(rows: list[dict]) -> str:
          "(allowed tracks)", "browse+filters p50/p99 ms", "first query after a scan ms",
          "engine after a scan p50/p99 ms", "engine during a scan p50/p99 ms"],
         lambda r: [f"{r['tracks']:,}", pp(r, "embed"), pp(r, "engine"),
-                   f"{r['engine']['p99_ms'] / r['numpy']['p99_ms']:.2f}", pp(r, "engine_2_threads"),
+                   ratio(r), pp(r, "engine_2_threads"),
                    pp(r, "engine_filtered"),
                    f"{r['engine_filtered']['allowed']:,}", pp(r, "browse_filtered"), r["first_after_scan_ms"],
                    pp(r, "engine_after_scan"), pp(r, "engine_catalog")])
@@ -343,8 +420,8 @@ def markdown(rows: list[dict]) -> str:
         lambda r: [f"{r['tracks']:,}", pp(r, "filtered_parts", "allowed_ids"), pp(r, "filtered_parts", "hnsw_walk"),
                    pp(r, "filtered_parts", "exact_subset"), pp(r, "duckdb", "open"), pp(r, "duckdb", "filter_ids"),
                    pp(r, "duckdb", "join_captions_tags"), pp(r, "duckdb", "stats"), pp(r, "duckdb", "facets"),
-                   r["keyword_snapshot_s"], r["keyword_check_s"], f"{r['serving_rss_mb']:,}",
-                   f"{r['peak_rss_mb']:,}", f"{r['disk_mb']:,}"])
+                   get(r, "keyword_snapshot_s"), get(r, "keyword_check_s"), f"{r['serving_rss_mb']:,}",
+                   f"{r['peak_rss_mb']:,}", get(r, "disk_mb", fmt="{:,}")])
     return "\n".join(lines)
 
 
@@ -355,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", help="where the synthetic data dirs go (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the synthetic data dirs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--data-dir", type=Path, help="run the engine part on this kept data dir instead of --sizes "
+                                                  "(copied first; vector search comparisons skipped)")
     args = p.parse_args(argv)
 
     import faiss
@@ -371,7 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-search-"))
     rows = []
     try:
-        for n in args.sizes:
+        if args.data_dir:
+            rows.append(bench_size(0, args.queries, workdir, embedder, centres, source=args.data_dir))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for n in [] if args.data_dir else args.sizes:
             rows.append(bench_size(n, args.queries, workdir, embedder, centres))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:

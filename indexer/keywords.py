@@ -14,9 +14,13 @@ it (it names its tables unqualified), and loading the extension costs about 80 m
 `refresh_keywords` lets the extension tokenise, stem and count, then copies its postings into a plain
 table sorted by term (a term's postings are one contiguous range that DuckDB's zone maps find without a
 full scan), each posting carrying its BM25 weight with the extension's parameters (k1 = 1.2, b = 0.75):
-a query's keyword score is one filtered sum. `kw_names` holds each track's names normalised and sorted,
-so finding the tracks whose whole title, artist, album or genre a query contains is a zone-map lookup of
-the query's word runs; `kw_tracks` holds what filters and result lists need.
+a query's keyword score is one filtered sum. `kw_names` holds each track's normalised names as hashes
+(`name_hash`), sorted, so finding the tracks whose whole title, artist, album or genre a query contains
+is a zone-map lookup of the hashes of the query's word runs. (DuckDB keeps only the first 8 bytes of a
+string column's minimum and maximum: with the names themselves sorted, "artist 42" read every row group
+of names starting "artist 4", 20 ms at a million tracks, against about 1 ms by hash.) A genre shared by
+many tracks is a bitmap over track ids in `kw_genres` instead of name rows (GENRE_BITMAP_SHARE says
+why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need.
 
 Rebuilt whole after every scan that changed the library (BM25 weights depend on the document count and
 lengths, so one new track changes every weight); a million tracks take about a minute on two cores
@@ -27,9 +31,11 @@ never fails the scan: searches keep the old snapshot and match newer tracks as p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import threading
 from datetime import UTC, datetime
@@ -56,12 +62,32 @@ NAME_COLUMNS = ("title", "artist", "album_artist", "album", "genre")
 TRACK_COLUMNS = ("path", "root", "title", "artist", "album_artist", "album", "genre", "year", "duration",
                  "format", "track_no")
 MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every query
-SNAPSHOT_VERSION = 8
+# A genre held by at least this share of the id range is stored as a bitmap over track ids (`kw_genres`),
+# not as one `kw_names` row per track. A genre is few values over many tracks: "rock" names the genre of
+# a tenth of a million-track library, and 100,000 name rows cost a search over 20 ms to gather and join,
+# while one bitmap tested per candidate costs a few (docs/benchmarks.md). Rarer genres stay rows, which
+# cost little, so that a library with thousands of distinct genres does not store thousands of bitmaps of
+# max_id / 8 bytes each: from this share up a bitmap takes at most 8 bytes per track of its genre, so (one
+# genre per track) all bitmaps together take at most 8 bytes per track of the library, and there are at
+# most 64 of them.
+GENRE_BITMAP_SHARE = 1 / 64
+SNAPSHOT_VERSION = 9
 
 
 def norm_sql(expr: str) -> str:
     """Lower case, accents stripped, every run of non-letters/digits one space: how names are compared."""
     return f"trim(regexp_replace(lower(strip_accents(coalesce({expr}, ''))), '{TOKEN_IGNORE}', ' ', 'g'))"
+
+
+def name_hash(key: str) -> int:
+    """The 64-bit hash `kw_names` is sorted and looked up by: DuckDB's md5_number_upper, which the rebuild
+    uses (the first 8 bytes of the name's MD5, little-endian; stable across versions, unlike hash()).
+
+    `kw_names` keeps the hash instead of the name: the chance that a word run of a query shares its hash
+    with another name of the library is about runs * names / 2**64 (2e-11 for 100 runs against 3
+    million names), and such a collision would cost no more than an unearned name boost.
+    """
+    return int.from_bytes(hashlib.md5(key.encode()).digest()[:8], "little")
 
 
 def names_sql(source: str, id_column: str, prefix: str) -> str:
@@ -167,6 +193,31 @@ WHERE t.status = 'done'
 """
 
 
+def _write_names(con: duckdb.DuckDBPyConnection) -> None:
+    """`kw_names` (name rows sorted by `name_hash`) and `kw_genres` (every genre; a bitmap for the big ones).
+
+    Bit i of a genre's bitmap is set when track id i has that genre (ids are positive: the catalog's
+    sequence); every bitmap spans ids 0 to the largest id in the snapshot. A genre without a bitmap has
+    its tracks as `kw_names` rows, as titles, artists and albums have.
+    """
+    con.execute(f"CREATE TEMP TABLE names AS {names_sql('docs', 'track_id', 'name_')}")
+    max_id = con.execute("SELECT coalesce(max(track_id), 0) FROM docs").fetchone()[0]
+    min_tracks = max(1, math.ceil(GENRE_BITMAP_SHARE * (int(max_id) + 1)))
+    # bitstring_agg wants its range as constants: ints, safe to inline
+    con.execute(f"""CREATE TABLE kw_genres AS
+        WITH counts AS (SELECT key, count(*)::INTEGER AS tracks FROM names WHERE field = 'genre' GROUP BY key),
+             maps AS (SELECT key, bitstring_agg(track_id, 0, {int(max_id)}) AS bits FROM names
+                      WHERE field = 'genre' AND key IN (SELECT key FROM counts WHERE tracks >= {min_tracks})
+                      GROUP BY key)
+        SELECT c.key, c.tracks, m.bits FROM counts c LEFT JOIN maps m USING (key) ORDER BY c.key""")
+    # Hash, id, field and length only: a lookup reads ints, never the names themselves (see `name_hash`).
+    con.execute("""CREATE TABLE kw_names AS
+        SELECT md5_number_upper(key) AS key_hash, track_id, field, length(key)::INTEGER AS chars FROM names
+        WHERE NOT (field = 'genre' AND key IN (SELECT key FROM kw_genres WHERE bits IS NOT NULL))
+        ORDER BY key_hash, track_id""")
+    con.execute("DROP TABLE names")
+
+
 def _remove_orphans(target: Path) -> None:
     """Temporary files of rebuilds whose process died (SIGKILL, power loss) before cleaning up."""
     for tmp in target.parent.glob(f".{target.name}.*.tmp*"):
@@ -214,7 +265,7 @@ def refresh_keywords(catalog: Catalog) -> dict:
             # Sorted by term: a query's few terms are found by zone maps, not a scan of every distinct word
             # (a million titles and artists bring a million terms).
             con.execute("CREATE TABLE kw_terms AS SELECT termid, term, df FROM fts_main_docs.dict ORDER BY term")
-            con.execute(f"CREATE TABLE kw_names AS {names_sql('docs', 'track_id', 'name_')} ORDER BY key, track_id")
+            _write_names(con)
             # Keyed, so a page of results is fetched through the index rather than by scanning.
             con.execute("""CREATE TABLE kw_tracks (id INTEGER PRIMARY KEY, status VARCHAR, path VARCHAR,
                 root VARCHAR, title VARCHAR, artist VARCHAR, album_artist VARCHAR, album VARCHAR, genre VARCHAR,

@@ -295,9 +295,12 @@ class SearchEngine:
         """
         termids: list[int] | None = None
         terms: list[str] | None = None
+        genres: list[tuple[str, bool]] = []
         like_words: list[str] = list(q.parsed.words)
         if snapshot is not None:
             found = db.execute(rank.terms_sql(q.stems)).fetchall()
+            if q.runs:
+                genres = db.execute(rank.genres_sql(q.runs)).fetchall()
             terms = [term for _, term, _ in found]
             rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
             termids = rare or [t for t, _, _ in found]
@@ -314,7 +317,7 @@ class SearchEngine:
         params.update(sem_ids=sem_ids, sem_sims=sem_sims)
         params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
         warm = tracks != "tracks"
-        sql = rank.search_sql(termids, len(like_words), q.runs, q.filter_sql,
+        sql = rank.search_sql(termids, len(like_words), q.runs, genres, q.filter_sql,
                               check_tracks=q.filters.active() or not warm, tracks=tracks)
         rows = _rows(db, sql, params)
         if rows or not params["offset"]:

@@ -7,7 +7,7 @@ million-track catalog costs one pass over the columns involved rather than a rou
 
 from __future__ import annotations
 
-from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, names_sql, norm_sql
+from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, name_hash, names_sql, norm_sql
 
 # Reciprocal rank fusion (Cormack, Clarke and Buettcher 2009): score = sum_i W_i / (RRF_K + rank_i).
 # Rank fusion needs no calibration between a cosine similarity and a BM25 score, which live on
@@ -42,6 +42,10 @@ COMMON_TERM_SHARE = 0.5
 # match a tenth of a million-track library; ranking all of them exactly would sort 100,000 rows per
 # query for differences in the fourth decimal.
 KEYWORD_DEPTH = 1000
+# Word runs of a query looked up one by one in the snapshot's names; more are looked up in one scan
+# (see _snapshot_names_sql). 105 is every run of a 14-word query; at a million tracks both ways took
+# about 25 ms for 130 runs, one by one 5 ms for 26 runs against 16 ms for the scan.
+SCAN_NAME_RUNS = 105
 
 NAME_FIELDS = ("title", "artist", "album", "genre")
 HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root")
@@ -60,6 +64,13 @@ def word_runs(phrase: str) -> list[str]:
 def _literals(values: list[str]) -> str:
     """A SQL list of string literals (inlined so DuckDB can prune the sorted name table by zone maps)."""
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def genres_sql(runs: list[str]) -> str:
+    """The snapshot's genres that a query's word runs name: (key, whether it has a bitmap; else its tracks
+    are name rows; indexer/keywords.py). One genre per distinct value: a scan of a small table, cheaper
+    than the join DuckDB makes of an IN list."""
+    return f"SELECT key, bits IS NOT NULL FROM kw.kw_genres WHERE list_contains([{_literals(runs)}], key) ORDER BY key"
 
 
 def terms_sql(stems: list[str]) -> str:
@@ -93,44 +104,120 @@ def _live_names_sql() -> str:
     return names_sql(source, "id", "name_")
 
 
-def search_sql(termids: list[int] | None, n_like: int, runs: list[str], filters_sql: str,
-               check_tracks: bool, tracks: str) -> str:
+def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
+    """(track_id, field, chars) of the snapshot's names that are word runs of the query, by their hashes.
+
+    One equality lookup per run: DuckDB applies an equality to the sorted hash column as it scans, reading
+    only the stretch of rows that holds the value (0.1-0.2 ms a run at a million tracks), while an IN list
+    only skips row groups its values miss and then joins every row of the rest; as the hashes of a query's
+    runs land in different row groups, that reads nearly the whole table once a query has a dozen runs.
+    Past SCAN_NAME_RUNS runs (queries of 15 words and more), that one scan is cheaper.
+    """
+    skip = " AND track_id NOT IN (SELECT id FROM fresh)" if stale else ""
+    pick = "SELECT track_id, field, chars FROM kw.kw_names WHERE key_hash {}" + skip
+    hashes = sorted({name_hash(r) for r in runs})
+    if not hashes:
+        return pick.format("IS NULL AND false")
+    if len(hashes) > SCAN_NAME_RUNS:
+        return pick.format(f"IN ({', '.join(map(str, hashes))})")
+    return " UNION ALL ".join(pick.format(f"= {h}") for h in hashes)
+
+
+def _genre_sql(bitmaps: list[str], rows: bool, stale: bool) -> tuple[str, str]:
+    """Joins and the expression for candidate `l`'s genre boost: from its genre's name rows (`rows`:
+    there may be some; `l.n_genre`), else from the bitmaps of the named genres `bitmaps` (kw.kw_genres).
+
+    A track has one genre, so at most one bitmap holds it and the sum is that genre's boost (computed
+    once per genre, as `_boost` computes it per track) or 0. Ids past the bitmaps' end (tracks newer
+    than the snapshot) are in none, and a track indexed after the snapshot (`fresh`) may have another
+    genre by now: its live name rows say which.
+    """
+    if not bitmaps:
+        return "", _boost("genre", "l.n_genre") if rows else "0::DOUBLE"
+    joins = " ".join(f"""CROSS JOIN (SELECT bits, bit_length(bits) AS span, {_boost("genre", "length(key)")} AS b
+        FROM kw.kw_genres WHERE key = {_literals([g])}) g{i}""" for i, g in enumerate(bitmaps))
+    found = " + ".join(f"get_bit(g{i}.bits, l.id) * g{i}.b" for i in range(len(bitmaps)))
+    guard = "l.id < g0.span" + (" AND l.id NOT IN (SELECT id FROM fresh)" if stale else "")
+    in_bitmaps = f"CASE WHEN {guard} THEN {found} END"
+    return joins, f"coalesce({_share('genre', 'l.n_genre')}, {in_bitmaps}, 0)" if rows else f"coalesce({in_bitmaps}, 0)"
+
+
+def _share(field: str, chars: str) -> str:
+    """A named field's boost: its weight times its share of the query (`chars` of $phrase_len)."""
+    return f"{NAME_BOOST[field]} * {chars} / $phrase_len"
+
+
+def _boost(field: str, chars: str) -> str:
+    """A field's boost, 0 if it is not named (`chars` NULL)."""
+    return f"coalesce({_share(field, chars)}, 0)"
+
+
+def _krank(keyword: str, krank: str) -> str:
+    """The keyword rank: kw_top's, or KEYWORD_DEPTH + 1 for any other keyword match; NULL for none."""
+    return f"CASE WHEN {keyword} IS NOT NULL THEN coalesce({krank}, {KEYWORD_DEPTH + 1}) END"
+
+
+def _score(srank: str, krank: str, boosts: list[str]) -> str:
+    """The fused score. Spelled once, so that the head and the tail of the ranking compute it alike, to
+    the last bit (equal scores fall back to the keyword score and the id, so the order depends on it)."""
+    return (f"coalesce({W_SEMANTIC} / ({RRF_K} + {srank}), 0) + coalesce({W_KEYWORD} / ({RRF_K} + {krank}), 0) + "
+            + " + ".join(boosts))
+
+
+def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
+               filters_sql: str, check_tracks: bool, tracks: str) -> str:
     """The ranked page of one search: ids, scores, ranks, name boosts and the total.
 
     `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched);
     `n_like`: query words matched by substring (all tracks without a snapshot, else tracks indexed
-    after it); `runs`: the query's word runs, for whole-name matches; `check_tracks`: join `tracks`
-    (the catalog's table, or the snapshot's copy when it is current) for the filters and the track
-    status, unneeded, and a scan of every track saved, when there are no filters and the snapshot and
-    the text index are current. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit, $offset,
+    after it); `runs`: the query's word runs, for whole-name matches; `genres`: those of the runs that
+    are genres in the snapshot, each with whether it has a bitmap (`genres_sql`); `check_tracks`: join
+    `tracks` (the catalog's table, or the snapshot's copy when it is current) for the filters and the
+    track status, unneeded, and a scan of every track saved, when there are no filters and the snapshot
+    and the text index are current. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit, $offset,
     $like0.. and the filters'.
     """
     snapshot = termids is not None
     stale = snapshot and n_like > 0
+    bitmaps = [g for g, bitmap in genres if bitmap] if snapshot else []
+    # name rows of genres: of the snapshot's rarer genres, and of tracks matched by substring
+    genre_rows = n_like > 0 or (snapshot and not all(bitmap for _, bitmap in genres))
     ctes = ["sem AS (SELECT unnest($sem_ids::INTEGER[]) AS track_id, unnest($sem_sims::DOUBLE[]) AS semantic)"]
     keyword_parts, name_parts = [], []
     if stale:
         ctes.append(f"fresh AS ({FRESH_SQL})")
     if snapshot:
-        skip = "AND track_id NOT IN (SELECT id FROM fresh)" if stale else ""
-        name_parts.append(f"SELECT track_id, field, key FROM kw.kw_names WHERE key IN ({_literals(runs)}) {skip}")
+        name_parts.append(_snapshot_names_sql(runs, stale))
     if termids:
         keyword_parts.append(_bm25_sql(termids, stale))
     if n_like:
         ctes.append(f"kw_like AS ({_like_sql(n_like, fresh_only=snapshot)})")
         keyword_parts.append("SELECT track_id, keyword FROM kw_like")
-        name_parts.append(f"SELECT track_id, field, key FROM ({_live_names_sql()}) WHERE key IN ({_literals(runs)})")
+        name_parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_live_names_sql()})
+            WHERE key IN ({_literals(runs)})""")
     empty = "SELECT NULL::INTEGER AS track_id, {} WHERE false"
     ctes.append("kw AS (" + (" UNION ALL ".join(keyword_parts) or empty.format("NULL::DOUBLE AS keyword")) + ")")
-    per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN length(key) END) AS n_{f}" for f in NAME_FIELDS)
-    named = " UNION ALL ".join(name_parts) or empty.format("NULL::VARCHAR AS field, NULL::VARCHAR AS key")
+    per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
+    named = " UNION ALL ".join(name_parts) or empty.format("NULL::VARCHAR AS field, NULL::INTEGER AS chars")
     ctes.append(f"named AS (SELECT track_id, {per_field} FROM ({named}) GROUP BY track_id)")
     # Each track is in each list at most once, so outer joins (against the small semantic and name lists)
     # line the lists up without aggregating the long keyword list again.
+    # A genre only adds to the score of a track found otherwise (by its caption's meaning, its keywords or
+    # another name), never makes it a candidate: it is a description shared by thousands of tracks, not a
+    # name, and BM25 indexes the genre field, so a genre word finds those tracks as keywords anyway unless
+    # the word is in over half the catalog and the query has rarer ones (COMMON_TERM_SHARE), when listing
+    # them all is what that rule avoids. So genre name rows go through the full join but leave no row of
+    # their own, and the genres of many tracks are tested per candidate in their bitmaps.
+    named_fields = [f for f in NAME_FIELDS if f != "genre"]
+    others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in named_fields)
     lists = f"""SELECT coalesce(k.track_id, s.track_id, n.track_id) AS id, s.semantic, k.keyword,
                {", ".join(f"n.n_{f}" for f in NAME_FIELDS)}
         FROM kw k FULL JOIN sem s ON s.track_id = k.track_id
-        FULL JOIN named n ON n.track_id = coalesce(k.track_id, s.track_id)"""
+        FULL JOIN named n ON n.track_id = coalesce(k.track_id, s.track_id)
+        {f"WHERE k.track_id IS NOT NULL OR s.track_id IS NOT NULL OR {others}" if genre_rows else ""}"""
+    joins, genre = _genre_sql(bitmaps, genre_rows, stale)
+    lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)}, {genre} AS b_genre
+        FROM ({lists}) l {joins}"""
     if check_tracks:
         lists = f"""SELECT m.* FROM ({lists}) m JOIN {tracks} t ON t.id = m.id
         WHERE t.status = 'done' {filters_sql}"""
@@ -139,19 +226,23 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], filters_
         SELECT id, keyword FROM cand WHERE keyword IS NOT NULL ORDER BY keyword DESC, id LIMIT {KEYWORD_DEPTH}))""")
     ctes.append("sem_top AS (SELECT id, rank() OVER (ORDER BY semantic DESC) AS srank FROM cand "
                 "WHERE semantic IS NOT NULL)")
-    boosts = ", ".join(f"coalesce({NAME_BOOST[f]} * n_{f} / $phrase_len, 0) AS b_{f}" for f in NAME_FIELDS)
-    ctes.append(f"""scored AS (
-        SELECT cand.id, semantic, keyword, srank,
-               CASE WHEN keyword IS NOT NULL THEN coalesce(krank, {KEYWORD_DEPTH + 1}) END AS krank, {boosts}
-        FROM cand LEFT JOIN kw_top USING (id) LEFT JOIN sem_top USING (id))""")
-    boost_sum = " + ".join(f"b_{f}" for f in NAME_FIELDS)
+    # Most candidates are keyword matches past KEYWORD_DEPTH with no other list and no name: all of them
+    # score the keyword rank KEYWORD_DEPTH + 1 plus their genre's boost, one addition each. Only the head
+    # (the tracks of either ranked list or named, a few thousand at most) needs the full sum; computed for
+    # every candidate it took longer than the BM25 sum (docs/benchmarks.md).
+    tail_of = " AND ".join(["k.id IS NULL", "s.id IS NULL", *(f"c.n_{f} IS NULL" for f in named_fields)])
+    head = _score("s.srank", _krank("c.keyword", "k.krank"),
+                  [_boost(f, f"c.n_{f}") for f in named_fields] + ["c.b_genre"])
+    tail = _score("NULL::BIGINT", f"{KEYWORD_DEPTH + 1}::BIGINT", ["0::DOUBLE"] * len(named_fields) + ["c.b_genre"])
     ctes.append(f"""page AS (
-        SELECT *, coalesce({W_SEMANTIC} / ({RRF_K} + srank), 0) + coalesce({W_KEYWORD} / ({RRF_K} + krank), 0)
-                  + {boost_sum} AS score
-        FROM scored ORDER BY score DESC, keyword DESC NULLS LAST, id LIMIT $limit OFFSET $offset)""")
+        SELECT c.*, s.srank, k.krank, CASE WHEN {tail_of} THEN {tail} ELSE {head} END AS score
+        FROM cand c LEFT JOIN kw_top k ON k.id = c.id LEFT JOIN sem_top s ON s.id = c.id
+        ORDER BY score DESC, c.keyword DESC NULLS LAST, c.id LIMIT $limit OFFSET $offset)""")
+    boosts = ", ".join(f"{_boost(f, f'n_{f}')} AS b_{f}" for f in named_fields)
     return f"""WITH {", ".join(ctes)}
-    SELECT page.*, (SELECT count(*) FROM cand) AS total FROM page
-    ORDER BY page.score DESC, page.keyword DESC NULLS LAST, page.id"""
+    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre, score,
+           (SELECT count(*) FROM cand) AS total
+    FROM page ORDER BY score DESC, keyword DESC NULLS LAST, id"""
 
 
 def browse_sql(filters_sql: str, tracks: str) -> str:

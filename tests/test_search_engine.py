@@ -318,3 +318,64 @@ def test_facets_follow_catalog_writes(scratch, text_embedder) -> None:
     _write_tracks(Catalog(scratch / "catalog.duckdb"), [{**_row(97), "genre": "Polka"}], [text],
                   text_embedder.encode([text]))
     assert "Polka" in engine.facets()["genres"]
+
+
+def _genre_view(result) -> list[tuple]:
+    return [(h.track_id, h.score, h.keyword, any("names its genre" in r for r in h.reasons)) for h in result.hits]
+
+
+def test_a_named_genre_boosts_alike_from_a_bitmap_and_from_name_rows(scratch, library, text_embedder,
+                                                                     monkeypatch) -> None:
+    """The snapshot keeps the genres of many tracks as bitmaps and rarer ones as name rows: both give the
+    same ranking, warm and through the catalog; a genre boosts its tracks without adding candidates."""
+    import indexer.keywords as keywords
+
+    rows = library[1]
+    catalog = Catalog(scratch / "catalog.duckdb")
+    queries = ["energetic jazz with a backbeat", "calm ambient piano", "rock", "slow sad strings"]
+    answers = {}
+    for share in (keywords.GENRE_BITMAP_SHARE, 2.0):  # 2.0: no genre is shared by enough tracks for a bitmap
+        monkeypatch.setattr(keywords, "GENRE_BITMAP_SHARE", share)
+        refresh_keywords(catalog)
+        engine = _engine(scratch, text_embedder)
+        assert engine.search(queries[0], top_k=1).hits  # the warm snapshot is current
+        answers[share] = [_genre_view(engine.search(q, top_k=60)) for q in queries]
+        with catalog.write() as conn:  # the catalog path: a track's row changed, no new generation
+            conn.execute(update(tracks).where(tracks.c.id == rows[0]["id"])
+                         .values(indexed_at=dt.datetime(2023, 1, 1 + len(answers))))
+        cold = [_genre_view(engine.search(q, top_k=60)) for q in queries]
+        assert [[h[0] for h in a] for a in cold] == [[h[0] for h in a] for a in answers[share]]
+        assert [[h[1] for h in a] for a in cold] == [pytest.approx([h[1] for h in a]) for a in answers[share]]
+    bitmap, name_rows = answers.values()
+    assert bitmap == name_rows
+    genre_of = {r["id"]: r["genre"] for r in rows}
+    for query, hits in zip(queries, bitmap, strict=True):
+        named = {g for g in ("Jazz", "Rock", "Ambient") if g.lower() in query.split()}
+        assert all(boosted == (genre_of[tid] in named) for tid, _, _, boosted in hits), query
+    rock = [kw for _, _, kw, boosted in bitmap[2] if boosted]  # "rock": its tracks are all keyword matches
+    assert len(rock) == sum(r["genre"] == "Rock" for r in rows) and None not in rock
+
+
+def test_a_track_indexed_after_the_snapshot_is_boosted_by_its_new_genre(scratch, library, text_embedder) -> None:
+    """A track recaptioned with another genre after the snapshot: the snapshot's bitmap of its old genre no
+    longer counts; its live name row gives the new one."""
+    rows = library[1]
+    target = next(r for r in rows if r["genre"] == "Jazz")
+    catalog = Catalog(scratch / "catalog.duckdb")
+    refresh_keywords(catalog)
+    with catalog.write() as conn:
+        conn.execute(update(tracks).where(tracks.c.id == target["id"])
+                     .values(genre="Rock", indexed_at=dt.datetime(2025, 1, 1)))
+        bump_generation(conn)
+    engine = _engine(scratch, text_embedder)
+    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 1
+
+    def boosted(query: str) -> dict[int, bool]:
+        return {h.track_id: any("names its genre" in r for r in h.reasons)
+                for h in engine.search(query, top_k=200).hits}
+
+    word = target["title"].split()[0].lower()  # so that the track is a match either way
+    jazz, rock = boosted(f"jazz {word}"), boosted(f"rock {word}")
+    assert not jazz[target["id"]]
+    assert rock[target["id"]]
+    assert sum(jazz.values()) == sum(r["genre"] == "Jazz" for r in rows) - 1
