@@ -5,7 +5,9 @@ and a rebuild that fails leaves the scan and the catalog whole, says why, and is
 
 from __future__ import annotations
 
-from indexer.keywords import error_path, keywords_path
+import duckdb
+
+from indexer.keywords import error_path, keywords_path, name_hash
 from indexer.pipeline import scan
 from indexer.store import Catalog
 from search import SearchEngine
@@ -66,3 +68,13 @@ def test_a_failed_rebuild_keeps_the_scan_and_the_next_scan_retries(audio_library
     _scan(lib.root, indexer_settings, indexer_models)  # nothing changed, but the recorded failure is retried
     assert not error_path(catalog).exists()
     _top(SearchEngine(indexer_settings, text_embedder=text_embedder), "quillfeather", "First Light")
+
+
+def test_name_hash_matches_the_hash_the_snapshot_stores() -> None:
+    # kw_names is written with DuckDB's md5_number_upper and searched with name_hash: they must agree on
+    # every name, or a named title or artist silently stops matching.
+    names = ["rock", "artist 42", "björk", "坂本 龍一", "sigur rós ágætis byrjun", "🎹 calm piano", "x" * 300]
+    con = duckdb.connect()
+    stored = [con.execute("SELECT md5_number_upper(?)", [n]).fetchone()[0] for n in names]
+    assert [name_hash(n) for n in names] == [int(h) for h in stored]
+    assert len(set(stored)) == len(names)
