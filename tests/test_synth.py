@@ -24,11 +24,12 @@ from training.synth import (
     qa_pairs,
     render_midi,
     sample_spec,
+    summary_caption,
     unavailable_reason,
 )
 from training.synth import render as render_mod
 from training.synth.__main__ import main as cli_main
-from training.synth.spec import KEYS, TEMPO_RANGES, derive_mood, derive_style
+from training.synth.spec import FAMILIES, KEYS, TEMPO_RANGES, derive_mood, derive_style
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "library"
@@ -312,6 +313,19 @@ def test_captions_name_the_attributes():
             assert value == truth[field], (field, text, truth)
         assert text[0].isupper() and text.endswith(".")
     assert len(seen) > 15  # varied openings
+
+
+def test_summary_caption_is_read_back_by_both_parsers():
+    from training.metrics import parse_attribute
+
+    for family in FAMILIES:
+        for tempo in ("slow", "medium", "fast"):
+            for mode in ("major", "minor"):
+                truth = {"instrument_family": family, "tempo_class": tempo, "mode": mode}
+                text = summary_caption(truth)
+                assert text.startswith("A ") and text.endswith(" key.")
+                assert {k: extract_labels(text).get(k) for k in truth} == truth, text
+                assert {k: parse_attribute(text, k) for k in truth} == truth, text
 
 
 def test_captions_vary_for_one_track():

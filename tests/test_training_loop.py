@@ -76,7 +76,8 @@ def _write_formats(root: Path) -> dict[str, tuple[Path, str, str]]:
     sy.mkdir()
     with open(sy / "metadata.jsonl", "w") as f:
         for i, (c, (q, a)) in enumerate(zip(CAPS, QAS, strict=True)):
-            f.write(json.dumps({"id": f"s{i}", "file": f"../clips/c{i}.wav", "labels": {"mode": "major"}, "caption": c,
+            f.write(json.dumps({"id": f"s{i}", "file": f"../clips/c{i}.wav", "labels": {"mode": "major", "tempo_class": "slow",
+                                "instrument_family": "piano"}, "caption": c,
                                 "qa": [{"attribute": "mode", "question": q, "answer": a}]}) + "\n")
         f.write(json.dumps({"id": "s9", "file": "audio/gone.wav", "caption": "lost", "qa": []}) + "\n")
     out["synth"] = (sy, "all", "finetune")
@@ -183,6 +184,26 @@ def test_steps_lower_the_loss_and_only_the_adapter_changes(setup, kind, tmp_path
     assert loss1 < loss0 - 0.005, (kind, loss0, loss1)  # deterministic; the random tiny LLM barely reacts to 1 token
     linear, meta = load_adapter(Path(cfg.output), 140, llm.config.hidden_size)
     assert meta["stage"] == cfg.stage and meta["steps"] == 8 and meta["pool_window"] == 325
+
+
+def test_summary_captions_and_the_profile_instruction(setup, tmp_path) -> None:
+    from training.train import load_training_items
+
+    profile = setup[2]
+    cfg = _config(setup, "synth", tmp_path, caption_target="summary", include_qa=False, caption_repeat=2)
+    items, _, _ = load_training_items(cfg, profile)
+    assert len(items) == 6  # 3 clips with audio, each caption twice, no QA pairs
+    assert {it.answer for it in items} == {"A slow piano piece in a major key."}
+    assert {it.question for it in items} == {profile.caption_instruction}
+    with_qa, _, _ = load_training_items(_config(setup, "synth", tmp_path, caption_instruction="Describe it."), profile)
+    assert sorted(it.question for it in with_qa)[0] == "Describe it." and len(with_qa) == 6
+    assert {it.answer for it in with_qa if it.question == "Describe it."} == set(CAPS)
+    other, _, _ = load_training_items(_config(setup, "synth", tmp_path, qa_attributes=["tempo_class"]), profile)
+    assert len(other) == 3 and all(it.question == profile.caption_instruction for it in other)
+    with pytest.raises(SystemExit, match="needs synthetic labels"):
+        load_training_items(_config(setup, "musiccaps", tmp_path, caption_target="summary"), profile)
+    with pytest.raises(SystemExit, match="caption_target"):
+        load_training_items(_config(setup, "synth", tmp_path, caption_target="short"), profile)
 
 
 def test_resume_reproduces_an_uninterrupted_run(setup, tmp_path) -> None:

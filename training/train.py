@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,8 +42,9 @@ from torch import nn
 
 from model.checkpoints import save_adapter
 from model.config import load_profile, read_toml_fields
-from training.datasets import CAPTION_INSTRUCTION, Item, as_instruction, read_dataset
+from training.datasets import Item, as_instruction, read_dataset
 from training.features import FeatureCache
+from training.synth.text import summary_caption
 
 
 @dataclass
@@ -52,9 +53,12 @@ class TrainConfig:
     profile: str = "musilingo"
     model_cache_dir: str = "data/models"  # where a GGUF LLM is converted once
     datasets: list[dict] = field(default_factory=list)  # [{kind, root, split, cache, audio_dir}]
-    caption_instruction: str = CAPTION_INSTRUCTION
+    caption_instruction: str = ""  # stage 2: "" uses the profile's (what captioning will ask at run time)
     include_captions: bool = True  # stage 2: also train captioning as an instruction
     caption_repeat: int = 1  # stage 2: each caption item appears this many times per epoch
+    caption_target: str = "corpus"  # corpus: the dataset's captions; summary: synth labels as one fixed sentence
+    include_qa: bool = True  # stage 2: train on the datasets' question/answer pairs too
+    qa_attributes: list[str] = field(default_factory=list)  # synth pairs about these attributes only ([]: all)
     init_adapter: str = ""  # stage 2: the stage-1 adapter
     output: str = "data/runs/adapter.safetensors"
     checkpoint_dir: str = "data/runs/checkpoints"
@@ -183,20 +187,36 @@ def load_training_items(cfg: TrainConfig, profile) -> tuple[list[Item], FeatureC
             tokens[it.audio_key] = cache.get(it.audio_key)
         reports.append(result.report() + f"; not in feature cache: {len(result.items) - len(kept)}")
         items.extend(kept)
+    if cfg.caption_target == "summary":
+        items = [summary_item(it) if it.question is None else it for it in items]
+    elif cfg.caption_target != "corpus":
+        raise SystemExit(f"caption_target must be 'corpus' or 'summary', not '{cfg.caption_target}'")
+    captions = [it for it in items if it.question is None]
+    pairs = [it for it in items if it.question is not None] if cfg.stage == "finetune" and cfg.include_qa else []
+    if cfg.qa_attributes:
+        pairs = [it for it in pairs if it.meta.get("attribute") in cfg.qa_attributes]
     if cfg.stage == "pretrain":
-        items = [it for it in items if it.question is None]
+        items = captions
         if not items:
             raise SystemExit("stage 1 needs caption items; the configured datasets have none")
-    elif cfg.include_captions:
-        extra = [it for it in items if it.question is None] * max(0, cfg.caption_repeat - 1)
-        items = as_instruction(items + extra, cfg.caption_instruction)
     else:
-        items = [it for it in items if it.question is not None]
+        if cfg.include_captions:
+            captions = as_instruction(captions * max(1, cfg.caption_repeat),
+                                      cfg.caption_instruction or profile.caption_instruction)
+        items = (captions if cfg.include_captions else []) + pairs
     if cfg.max_items:
         items = items[: cfg.max_items]
     if not items:
         raise SystemExit("no training items: check the dataset roots and that their features are cached")
     return items, tokens, reports
+
+
+def summary_item(item: Item) -> Item:
+    """A synthetic caption item whose target becomes the fixed-form summary of its labels."""
+    values = item.meta.get("labels") or {}
+    if not all(values.get(k) for k in ("tempo_class", "instrument_family", "mode")):
+        raise SystemExit(f"caption_target = 'summary' needs synthetic labels; item {item.id} has none")
+    return replace(item, answer=summary_caption(values))
 
 
 def sample_positions(n: int, seed: int, start: int, count: int) -> list[int]:

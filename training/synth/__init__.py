@@ -11,9 +11,10 @@ from .compose import compose_midi
 from .corpus import clip_record, generate_corpus
 from .render import SynthUnavailable, render_midi, unavailable_reason
 from .spec import TrackSpec, clip_rng, labels, sample_spec
-from .text import caption, extract_labels, qa_pairs
+from .text import caption, extract_labels, qa_pairs, summary_caption
 
 __all__ = [
     "TrackSpec", "SynthUnavailable", "caption", "clip_record", "clip_rng", "compose_midi", "extract_labels",
-    "generate_corpus", "labels", "qa_pairs", "render_midi", "sample_spec", "unavailable_reason",
+    "generate_corpus", "labels", "qa_pairs", "render_midi", "sample_spec", "summary_caption",
+    "unavailable_reason",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 
 from .spec import TrackSpec, labels
 
-__all__ = ["PHRASES", "FAMILY_WORDS", "caption", "qa_pairs", "labels", "extract_labels"]
+__all__ = ["PHRASES", "FAMILY_WORDS", "caption", "summary_caption", "qa_pairs", "labels", "extract_labels"]
 
 # Adjective-like phrases (before a noun, or after "It is").
 TEMPO_WORDS = {
@@ -176,6 +176,20 @@ def caption(spec: TrackSpec, rng: np.random.Generator) -> str:
             _cap(sentences[i]) for i in order)
     return _cap(text)
 
+
+
+SUMMARY_TEMPO = {"slow": "slow", "medium": "medium-tempo", "fast": "fast"}
+
+
+def summary_caption(values: dict[str, str]) -> str:
+    """One fixed-form sentence naming tempo class, instrument family and mode, e.g.
+    "A slow brass piece in a minor key."
+
+    Why: a small adapter trained on a CPU learns these three facts from a short fixed-form target in a
+    few hundred steps, where the varied captions spread the loss over phrasing (docs/benchmarks.md).
+    """
+    return (f"A {SUMMARY_TEMPO[values['tempo_class']]} {values['instrument_family']} piece "
+            f"in a {values['mode']} key.")
 
 def _qa_instrument(spec, rng):
     q = _one(rng, ("What is the main instrument?", "Which instrument plays the melody?",
