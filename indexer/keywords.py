@@ -37,7 +37,9 @@ import json
 import logging
 import math
 import os
+import re
 import threading
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,6 +79,46 @@ SNAPSHOT_VERSION = 9
 def norm_sql(expr: str) -> str:
     """Lower case, accents stripped, every run of non-letters/digits one space: how names are compared."""
     return f"trim(regexp_replace(lower(strip_accents(coalesce({expr}, ''))), '{TOKEN_IGNORE}', ' ', 'g'))"
+
+
+# The same tokens in Python, for queries and highlighting: DuckDB compiles a Unicode class like
+# TOKEN_IGNORE anew for every statement (about 2 ms each), a query's cost to spend elsewhere. With
+# Python's Unicode database (14.0 in Python 3.11), `[^\W_]` is exactly \p{L} or \p{N}, and `duck_lower` and
+# `strip_accents` below give DuckDB's lower() and strip_accents() on every code point it assigns
+# (tests/test_keywords.py checks each one against DuckDB). DuckDB knows a newer Unicode: a text with a
+# code point unassigned here may tokenise differently there, so `split_words` returns None for it and
+# callers ask DuckDB.
+_WORD = re.compile(r"[^\W_]+")
+# str.lower() applies two full mappings DuckDB's per-character lower() does not: dotted capital I to
+# "i" plus a combining dot, and capital sigma to final sigma at the end of a word.
+_SIMPLE_LOWER = {0x130: "i", 0x3A3: "\u03c3"}
+
+
+def duck_lower(text: str) -> str:
+    """DuckDB's lower(): each character's simple lower-case mapping."""
+    return text.lower() if text.isascii() else text.translate(_SIMPLE_LOWER).lower()
+
+
+def strip_accents(text: str) -> str:
+    """DuckDB's strip_accents() (utf8proc: canonical decomposition, marks Mn, Mc and Me dropped, composed)."""
+    if text.isascii():
+        return text
+    kept = "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch)[0] != "M")
+    return unicodedata.normalize("NFC", kept)
+
+
+def known_text(text: str) -> bool:
+    """Whether this Python's Unicode database assigns every code point of `text` (see `split_words`)."""
+    return text.isprintable() or not any(unicodedata.category(ch) == "Cn" for ch in text)
+
+
+def split_words(text: str, keep_accents: bool = False) -> list[str] | None:
+    """The tokens DuckDB's FTS makes of `text` (`norm_sql`'s words): runs of letters and digits of
+    `lower(strip_accents(text))`, or of `lower(text)` with `keep_accents`; None if `text` holds a code point
+    unassigned in this Python's Unicode database, which DuckDB may class otherwise."""
+    if not known_text(text):
+        return None
+    return _WORD.findall(duck_lower(text if keep_accents else strip_accents(text)))
 
 
 def name_hash(key: str) -> int:

@@ -21,6 +21,8 @@ from indexer.keywords import (
     norm_sql,
     quote,
     read_meta,
+    split_words,
+    strip_accents,
 )
 from indexer.store import Catalog, CatalogError, generation
 
@@ -30,6 +32,7 @@ from indexer.store import Catalog, CatalogError, generation
 # catalogs slower always (parallel start-up on queries of a few ms; docs/benchmarks.md).
 QUERY_THREADS = 1
 MEMORY_LIMIT = "1GB"  # the warm snapshot's buffer pool; the postings of common terms and the pages shown
+STEM_CACHE_SIZE = 100_000  # words whose stem a reader keeps (a few MB); emptied when full
 
 
 def attach_snapshot(db: duckdb.DuckDBPyConnection, catalog: Catalog, alias: str = "kw") -> dict | None:
@@ -74,6 +77,7 @@ class SnapshotReader:
         self._meta: dict | None = None
         self._checked = ""  # the last catalog stamp compared with the snapshot's contents
         self._exact = ""  # that stamp, if the snapshot held the catalog's tracks exactly then
+        self._stem_cache: dict[str, str] = {}
 
     @property
     def ok(self) -> bool:
@@ -124,10 +128,49 @@ class SnapshotReader:
         return self._meta if now == self._exact else None
 
     def analyze(self, text: str, words: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
-        """The query as names are compared (`norm_sql`) and the index terms of its words, in one call.
+        """The query as names are compared (`norm_sql`) and the index terms of its words.
 
-        Without the extension there are no terms; a word the tokenizer splits further gives each part.
+        Tokenised in Python as DuckDB's FTS tokenises (`split_words`); only stems new to this reader
+        take a DuckDB call. Without the extension there are no terms; a word the tokenizer splits
+        further gives each part.
         """
+        parts = split_words(text)
+        tokens = [split_words(w) for w in words] if self.ok else []
+        if parts is None or any(t is None for t in tokens):  # a code point newer than Python's Unicode
+            return self._analyze_sql(text, words)
+        with self.lock:
+            stems = self._stems([tok for toks in tokens for tok in toks or ()])
+        return " ".join(parts), list(dict.fromkeys(stems.values()))
+
+    def surface_matches(self, texts: list[str], stems: list[str]) -> list[list[str]]:
+        """For each text, the distinct words in it (lower case, as written) whose stem is in `stems`."""
+        if not texts or not stems:
+            return [[] for _ in texts]
+        words = [split_words(t, keep_accents=True) for t in texts]
+        plain = {w: strip_accents(w) for ws in words for w in ws or ()}
+        with self.lock:
+            stem_of = self._stems(list(plain.values()))
+        wanted = set(stems)
+        found: list[list[str] | None] = [None if ws is None else sorted({w for w in ws if stem_of[plain[w]] in wanted})
+                                         for ws in words]
+        odd = [i for i, ws in enumerate(found) if ws is None]  # a code point newer than Python's Unicode
+        for i, ws in zip(odd, self._surface_sql([texts[i] for i in odd], stems) if odd else [], strict=True):
+            found[i] = ws
+        return [ws or [] for ws in found]
+
+    def _stems(self, tokens: list[str]) -> dict[str, str]:
+        """Each token's stem (as the snapshot's terms were made), from a cache. Call with `lock` held."""
+        missing = list(dict.fromkeys(t for t in tokens if t not in self._stem_cache))
+        if missing:
+            if len(self._stem_cache) + len(missing) > STEM_CACHE_SIZE:
+                self._stem_cache.clear()
+            self._stem_cache.update(self.con.execute(
+                f"SELECT t, stem(t, '{STEMMER}') FROM unnest($t::VARCHAR[]) u(t)", {"t": missing}).fetchall())
+        return {t: self._stem_cache[t] for t in tokens}
+
+    def _analyze_sql(self, text: str, words: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
+        """`analyze` by DuckDB itself: the reference `split_words` follows, and the way for text that
+        holds a code point unassigned in Python's Unicode database."""
         stems = f"""(SELECT list(DISTINCT stem(tok, '{STEMMER}')) FROM (
                        SELECT unnest(string_split_regex(trim(regexp_replace(lower(strip_accents(w)),
                                      '{TOKEN_IGNORE}', ' ', 'g')), '\\s+')) AS tok
@@ -137,10 +180,8 @@ class SnapshotReader:
             phrase, terms = self.con.execute(f"SELECT {norm_sql('$t::VARCHAR')}, {stems}", params).fetchone()
         return phrase, list(terms or [])
 
-    def surface_matches(self, texts: list[str], stems: list[str]) -> list[list[str]]:
-        """For each text, the distinct words in it (lower case, as written) whose stem is in `stems`."""
-        if not texts or not stems:
-            return [[] for _ in texts]
+    def _surface_sql(self, texts: list[str], stems: list[str]) -> list[list[str]]:
+        """`surface_matches` by DuckDB itself (see `_analyze_sql`)."""
         sql = f"""SELECT i, list(DISTINCT tok ORDER BY tok) FROM (
                     SELECT i, unnest(string_split_regex(regexp_replace(lower(t), '{TOKEN_IGNORE}', ' ', 'g'),
                                      '\\s+')) AS tok

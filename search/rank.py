@@ -165,7 +165,7 @@ def _score(srank: str, krank: str, boosts: list[str]) -> str:
 
 
 def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
-               filters_sql: str, check_tracks: bool, tracks: str) -> str:
+               filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None) -> str:
     """The ranked page of one search: ids, scores, ranks, name boosts and the total.
 
     `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched);
@@ -174,8 +174,10 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     are genres in the snapshot, each with whether it has a bitmap (`genres_sql`); `check_tracks`: join
     `tracks` (the catalog's table, or the snapshot's copy when it is current) for the filters and the
     track status, unneeded, and a scan of every track saved, when there are no filters and the snapshot
-    and the text index are current. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit, $offset,
-    $like0.. and the filters'.
+    and the text index are current; `allowed`: instead, a table (registered on the connection) of the ids
+    of the tracks that are done and pass the filters, computed once for the vector search too, so the
+    filters are not evaluated again here. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit,
+    $offset, $like0.. and the filters' (unless `allowed`).
     """
     snapshot = termids is not None
     stale = snapshot and n_like > 0
@@ -218,7 +220,9 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     joins, genre = _genre_sql(bitmaps, genre_rows, stale)
     lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)}, {genre} AS b_genre
         FROM ({lists}) l {joins}"""
-    if check_tracks:
+    if allowed is not None:
+        lists = f"SELECT m.* FROM ({lists}) m SEMI JOIN {allowed} a ON a.id = m.id"
+    elif check_tracks:
         lists = f"""SELECT m.* FROM ({lists}) m JOIN {tracks} t ON t.id = m.id
         WHERE t.status = 'done' {filters_sql}"""
     ctes.append(f"cand AS ({lists})")

@@ -5,9 +5,21 @@ and a rebuild that fails leaves the scan and the catalog whole, says why, and is
 
 from __future__ import annotations
 
+import random
+
 import duckdb
 
-from indexer.keywords import error_path, keywords_path, name_hash
+from indexer.keywords import (
+    TOKEN_IGNORE,
+    duck_lower,
+    error_path,
+    keywords_path,
+    known_text,
+    name_hash,
+    norm_sql,
+    split_words,
+    strip_accents,
+)
 from indexer.pipeline import scan
 from indexer.store import Catalog
 from search import SearchEngine
@@ -78,3 +90,66 @@ def test_name_hash_matches_the_hash_the_snapshot_stores() -> None:
     stored = [con.execute("SELECT md5_number_upper(?)", [n]).fetchone()[0] for n in names]
     assert [name_hash(n) for n in names] == [int(h) for h in stored]
     assert len(set(stored)) == len(names)
+
+
+# Strings for the Python tokeniser against DuckDB's own expressions: ASCII, accents precomposed and
+# decomposed, CJK, Hangul, emoji (with skin tones and joiners), Greek capital sigma (final form in
+# Python's str.lower), dotted capital I, scripts with combining vowel signs, other digits, full width,
+# punctuation runs and whitespace of every kind.
+TOKEN_SAMPLES = [
+    "", " ", "calm piano", "Calm   Piano, 1999!", "energetic rock with drums", "'\";--*()", "a_b-c.d/e\\f",
+    "Björk — Jóga (Live)", "Beyonce\u0301 Knowles", "SIGUR RÓS Ágætis Byrjun", "Ça va? Œuvre Æther Straße ẞ",
+    "坂本 龍一「戦場のメリークリスマス」", "東京の夜", "방탄소년단 BTS", "🎸🥁 ✨", "music 🎸 with guitar",
+    "👩🏽‍🎤 singer 🇯🇵", "ΟΔΟΣ ΟΔΟΣ ΣΑΣ", "İSTANBUL ıI", "हिन्दी गाना", "مُوسِيقَى عربية", "Ⅻ ½ ٣٤ ४२ ①",
+    "ｆｕｌｌｗｉｄｔｈ ｐｉａｎｏ", "tab\tnew\nline\u00a0nbsp\u2003em", "x" * 300, "Ǆemal ǅ ǆ ﬁne ﬂow",
+    "Ω Å K ÅNGSTRÖM", "\u0301\u0302 lone marks", "¿¡!!!...???", "déjà-vu_remix (feat. Ünal)",
+]
+
+
+def _duck_tokens(con: duckdb.DuckDBPyConnection, texts: list[str], keep_accents: bool) -> list[list[str]]:
+    inner = "t" if keep_accents else "strip_accents(t)"
+    sql = f"""SELECT [w FOR w IN string_split_regex(regexp_replace(lower({inner}), '{TOKEN_IGNORE}', ' ', 'g'),
+                                                     '\\s+') IF w <> '']
+              FROM unnest($t::VARCHAR[]) WITH ORDINALITY u(t, i) ORDER BY i"""
+    return [row[0] for row in con.execute(sql, {"t": texts}).fetchall()]
+
+
+def _random_texts(n: int) -> list[str]:
+    rng = random.Random(5)
+    pool = ("aZ09 _-.,'\"!?()/\\\t\n\u00a0\u2003éÉèüÜñÑçßẞøØåÅæœ\u0301\u0308\u0327\u0645\u064f\u0915\u093f\u094d"
+            "東京坂本龍의한글ナイト一二三🎸🥁✨👩🏽\u200d🎤🇯🇵ΣσςΟΔİıIǄǅﬁ½Ⅻ٣४①ｆｐ")
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(0, 24))) for _ in range(n)]
+
+
+def test_the_python_tokeniser_equals_duckdbs_on_every_code_point() -> None:
+    # split_words tokenises queries and highlighted text in Python as the snapshot's FTS index tokenised
+    # them in DuckDB: lower(), strip_accents() and the letter-or-digit class must agree on every code
+    # point Python's Unicode database assigns (DuckDB's newer Unicode is asked for the others).
+    con = duckdb.connect()
+    rows = con.execute(f"""SELECT i, lower(chr(i)), strip_accents(chr(i)), regexp_matches(chr(i), '{TOKEN_IGNORE}')
+        FROM (SELECT range::INTEGER AS i FROM range(0, 1114112)) WHERE i < 55296 OR i > 57343""").fetchall()
+    checked = 0
+    for code, lower, stripped, ignored in rows:
+        ch = chr(code)
+        if not known_text(ch):
+            continue
+        checked += 1
+        assert duck_lower(ch) == lower, hex(code)
+        assert strip_accents(ch) == stripped, hex(code)
+        assert (split_words(ch, keep_accents=True) == []) == ignored, hex(code)
+    assert checked > 250_000
+
+
+def test_the_python_tokeniser_equals_duckdbs_on_text() -> None:
+    con = duckdb.connect()
+    texts = TOKEN_SAMPLES + _random_texts(3000)
+    for keep_accents in (False, True):
+        assert [split_words(t, keep_accents=keep_accents) for t in texts] == _duck_tokens(con, texts, keep_accents)
+    normalised = [r[0] for r in con.execute(f"SELECT {norm_sql('t')} FROM unnest($t::VARCHAR[]) WITH ORDINALITY "
+                                            "u(t, i) ORDER BY i", {"t": texts}).fetchall()]
+    assert [" ".join(split_words(t) or []) for t in texts] == normalised
+    assert split_words("ΟΔΟΣ") == ["οδοσ"] and split_words("İstanbul") == ["istanbul"]
+    assert split_words("Beyonce\u0301") == ["beyonce"] == split_words("Beyoncé")
+    assert split_words("Beyonce\u0301", keep_accents=True) == ["beyonce"]
+    assert split_words("Beyoncé", keep_accents=True) == ["beyoncé"]
+    assert split_words("new \U0001fae8 emoji \U00011f04") is None  # unassigned in Python 3.11's Unicode 14

@@ -22,6 +22,7 @@ from indexer.store import Catalog, bump_generation, captions, generation, scans,
 from indexer.vectors import build_index, save_index
 from model.settings import load_settings
 from search import Filters, SearchEngine
+from search.query import parse_query
 from training.synth import clip_record
 
 ARTISTS = ("Aurora Fields", "The Quiet Machines", "Nadia Okonkwo", "Beyoncé Tribute Band")
@@ -379,3 +380,92 @@ def test_a_track_indexed_after_the_snapshot_is_boosted_by_its_new_genre(scratch,
     assert not jazz[target["id"]]
     assert rock[target["id"]]
     assert sum(jazz.values()) == sum(r["genre"] == "Jazz" for r in rows) - 1
+
+
+def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library) -> None:
+    """The reader tokenises queries and highlighted text in Python (indexer.keywords.split_words): the
+    phrase, the stems and the highlighted words are those DuckDB's own expressions give."""
+    from tests.test_keywords import TOKEN_SAMPLES
+
+    reader = engine.reader()
+    rows = library[1]
+    queries = [*TOKEN_SAMPLES, *HOSTILE, "slow sad strings", "Beyoncé tribute", "running runners ran",
+               rows[13]["title"], "calm music by Nadia Okonkwo"]
+    for text in queries:
+        parsed = parse_query(text)
+        phrase, stems = reader.analyze(parsed.text, parsed.words)
+        ref_phrase, ref_stems = reader._analyze_sql(parsed.text, parsed.words)
+        assert phrase == ref_phrase and sorted(stems) == sorted(ref_stems), text
+        assert len(set(stems)) == len(stems)
+    texts = [str(r.get(n) or "") for r in rows[:20] for n in ("caption", "title", "artist", "album", "genre")]
+    texts += TOKEN_SAMPLES
+    for query in ("slow sad strings piano", "beyonce tribute band", "björk sigur ros", "東京の夜 坂本",
+                  "played playing plays guitar", rows[5]["caption"]):
+        stems = reader.analyze(query, parse_query(query).words)[1]
+        assert reader.surface_matches(texts, stems) == reader._surface_sql(texts, stems), query
+    odd = ["new \U0001fae8 emoji piano", "piano"]  # a code point Python's Unicode 14 lacks: DuckDB answers
+    assert reader.surface_matches(odd, ["piano"]) == reader._surface_sql(odd, ["piano"]) == [["piano"], ["piano"]]
+    assert reader.analyze(odd[0], ("new", "emoji", "piano")) == reader._analyze_sql(odd[0], ("new", "emoji", "piano"))
+
+
+def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
+                     analyzed: tuple[str, list[str]]) -> tuple:
+    """A filtered query's ranking SQL restricted by the registered allowed ids (as the engine runs it) and
+    by the filters evaluated in the SQL itself (as it ran before), on the same inputs: every page row."""
+    from search import rank
+    from search.engine import ALLOWED_TABLE
+
+    parsed = parse_query(query)
+    phrase, stems = analyzed
+    filter_sql, params = filters.sql()
+    termids = None
+    if snapshot is not None:
+        termids = [t for t, _, _ in db.execute(rank.terms_sql(stems)).fetchall()]
+    runs = rank.word_runs(phrase)
+    genres = db.execute(rank.genres_sql(runs)).fetchall() if snapshot is not None and runs else []
+    n_like = 0 if snapshot is not None else len(parsed.words)
+    allowed = engine._allowed(db, tracks, filters, filter_sql, params)
+    ids, sims = engine.text_index.search(engine.embedder().encode([parsed.text])[0], rank.SEMANTIC_DEPTH, allowed)
+    params.update(sem_ids=ids.tolist(), sem_sims=sims.astype(float).tolist(), phrase_len=max(1, len(phrase)),
+                  limit=200, offset=0, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
+    before = db.execute(rank.search_sql(termids, n_like, runs, genres, filter_sql, True, tracks), params).fetchall()
+    db.register(ALLOWED_TABLE, {"id": allowed})
+    try:
+        sql = rank.search_sql(termids, n_like, runs, genres, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE)
+        now = db.execute(sql, {k: v for k, v in params.items() if not k.startswith("f_")}).fetchall()
+    finally:
+        db.unregister(ALLOWED_TABLE)
+    return before, now
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["snapshot", "catalog"])
+def test_filtered_ranking_by_allowed_ids_equals_filtering_in_sql(engine, warm) -> None:
+    """The filters are evaluated once per search: their ids restrict FAISS and, as a registered table, the
+    ranking SQL. Pages equal those of the SQL evaluating the filters itself, warm and on the catalog."""
+    from search.fts import attach_snapshot
+
+    queries = ["calm piano", "energetic rock with a backbeat", "slow sad strings", "aurora fields", "jazz"]
+    active = [f for f in FILTER_CASES if f.active()]
+    reader = engine.reader()
+    analyzed = {q: reader.analyze(parse_query(q).text, parse_query(q).words) for q in queries}
+    compared = 0
+    if warm:
+        with reader.lock:
+            meta = reader.current()
+            assert meta is not None
+            for query in queries:
+                for filters in active:
+                    before, now = _pages_both_ways(engine, reader.con, meta, "kw.kw_tracks", query, filters,
+                                                   analyzed[query])
+                    assert now == before, (query, filters)
+                    compared += len(now)
+    else:
+        with engine.catalog.read() as conn:
+            db = conn.connection.driver_connection
+            for snapshot in (None, attach_snapshot(db, engine.catalog)):
+                for query in queries:
+                    for filters in active:
+                        before, now = _pages_both_ways(engine, db, snapshot, "tracks", query, filters, analyzed[query])
+                        assert now == before, (query, filters, snapshot is None)
+                        compared += len(now)
+    assert compared > 100
