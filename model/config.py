@@ -52,8 +52,8 @@ class Profile:
         if part == "encoder":
             payload = enc
         else:
-            payload = {**enc, **{k: getattr(self, k) for k in ("llm", "adapter", "prompt",
-                                                                 "caption_instruction", "llm_dtype")}}
+            payload = {**enc, **{k: getattr(self, k) for k in ("llm", "adapter", "prompt", "caption_instruction",
+                                                                 "llm_dtype", "max_new_tokens", "repetition_penalty")}}
             payload["adapter_digest"] = _file_digest(self.adapter)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,24 @@ def test_summary_captions_and_the_profile_instruction(setup, tmp_path) -> None:
         load_training_items(_config(setup, "musiccaps", tmp_path, caption_target="summary"), profile)
     with pytest.raises(SystemExit, match="caption_target"):
         load_training_items(_config(setup, "synth", tmp_path, caption_target="short"), profile)
+
+
+def test_label_word_init_points_audio_tokens_at_the_label_words(setup, tmp_path) -> None:
+    from training.train import StandardisedLinear, label_word_init, load_training_items
+
+    llm, tok = _llm(setup)
+    table = llm.get_input_embeddings().weight
+    items, tokens, _ = load_training_items(_config(setup, "synth", tmp_path), setup[2])
+    rows = torch.cat([tokens[k] for k in {it.audio_key for it in items}])
+    adapter = StandardisedLinear.from_raw(torch.nn.Linear(140, table.shape[1]), rows.mean(0), rows.std(0))
+    fit = label_word_init(adapter, items, tokens, ["instrument_family", "tempo_class", "mode"], tok, table)
+    assert math.isnan(fit)  # every clip has the same labels: nothing to explain, R^2 undefined
+    target = sum(table[tok(" " + w, add_special_tokens=False).input_ids].mean(0) for w in ("piano", "slow", "major"))
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(adapter(rows), target.expand(len(rows), -1), dim=1)
+    assert cos.min() > 0.99  # every clip is a slow piano piece in a major key
+    with pytest.raises(SystemExit, match="init_label_words"):
+        label_word_init(adapter, items, tokens, ["style"], tok, table)
 
 
 def test_resume_reproduces_an_uninterrupted_run(setup, tmp_path) -> None:

@@ -1,7 +1,7 @@
 """Command line: `python -m training {cache-features,pretrain,finetune,export,eval} ...`.
 
     python -m training cache-features --dataset synth --root data/synth/train --out data/features/synth-train
-    python -m training pretrain --config training/configs/lite_pretrain.toml
+    python -m training pretrain --config training/configs/pretrain.toml
     python -m training finetune --config training/configs/lite_finetune.toml
     python -m training eval --split test --dataset synth --root data/synth/heldout \
         --cache data/features/synth-heldout --profile lite --adapter model/weights/lite-adapter.safetensors --json

@@ -59,6 +59,7 @@ class TrainConfig:
     caption_target: str = "corpus"  # corpus: the dataset's captions; summary: synth labels as one fixed sentence
     include_qa: bool = True  # stage 2: train on the datasets' question/answer pairs too
     qa_attributes: list[str] = field(default_factory=list)  # synth pairs about these attributes only ([]: all)
+    init_label_words: list[str] = field(default_factory=list)  # fresh adapter: closed-form start, see label_word_init
     init_adapter: str = ""  # stage 2: the stage-1 adapter
     output: str = "data/runs/adapter.safetensors"
     checkpoint_dir: str = "data/runs/checkpoints"
@@ -160,6 +161,38 @@ def match_embedding_norm(adapter: StandardisedLinear, rows: torch.Tensor, embedd
     adapter.linear.weight.mul_(scale)
     adapter.linear.bias.mul_(scale)
     return scale
+
+
+@torch.no_grad()
+def label_word_init(adapter: StandardisedLinear, items: list[Item], tokens: dict[str, torch.Tensor],
+                    attributes: list[str], tokenizer, embeddings: torch.Tensor, ridge: float = 10.0) -> float:
+    """Start a fresh adapter as the ridge-regression map from each clip's standardised audio tokens to the
+    sum of the word embeddings of its label values (e.g. "brass" + "slow" + "minor"); returns the fit's R^2
+    (nan when every clip has the same labels).
+
+    Why: the audio tokens then already point at the words the captions must say, and gradient steps on a
+    CPU budget refine that instead of discovering it (docs/benchmarks.md, "Training the lite adapter").
+    """
+    table = embeddings.detach().float()
+
+    def word(value: str) -> torch.Tensor:
+        return table[tokenizer(" " + value, add_special_tokens=False).input_ids].mean(0)
+
+    xs, ys = [], []
+    for key, labels in {it.audio_key: it.meta.get("labels") or {} for it in items}.items():
+        if tokens[key].shape[0] and all(labels.get(a) for a in attributes):
+            xs.append((tokens[key].float() - adapter.mean) / adapter.std)
+            ys.append(sum(word(labels[a]) for a in attributes).expand(tokens[key].shape[0], -1))
+    if not xs:
+        raise SystemExit(f"init_label_words needs items labelled with {attributes}")
+    x, y = torch.cat(xs), torch.cat(ys)
+    z = torch.cat([x, torch.ones(len(x), 1)], 1)
+    solution = torch.linalg.solve(z.T @ z + ridge * torch.eye(z.shape[1]), z.T @ y)
+    adapter.linear.weight.copy_(solution[:-1].T)
+    adapter.linear.bias.copy_(solution[-1])
+    spread = float(((y - y.mean(0)) ** 2).sum())
+    varies = spread > 1e-9 * float((y ** 2).sum())  # not just rounding noise around one target
+    return 1 - float(((z @ solution - y) ** 2).sum()) / spread if varies else float("nan")
 
 
 class StageModel(nn.Module):
@@ -332,7 +365,13 @@ def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=N
         keys = sorted({it.audio_key for it in items})
         rows = torch.cat([tokens[k] for k in keys if tokens[k].shape[0]])
         adapter = StandardisedLinear.from_raw(adapter, rows.mean(0), rows.std(0))
-        if not cfg.init_adapter:
+        if cfg.init_adapter:
+            pass
+        elif cfg.init_label_words:
+            fit = label_word_init(adapter, items, tokens, cfg.init_label_words, model.tokenizer,
+                                  model.llm.get_input_embeddings().weight)
+            say(f"{cfg.stage}: adapter starts as the least-squares map onto label words (R^2 {fit:.2f})")
+        else:
             match_embedding_norm(adapter, rows, model.llm.get_input_embeddings().weight)
     model.adapter = adapter.to(device)
     model.llm.requires_grad_(False)
