@@ -127,16 +127,21 @@ def test_scan_backs_off_on_out_of_memory_and_retries_the_failed_track_next_time(
         audio_library(f"Band/Album/0{i + 1} Short.flac", seconds=3.0, seed=i)
     long = audio_library("Band/Album/02b Long.wav", seconds=150.0, seed=9)
     settings = replace(indexer_settings, caption_batch_size=4)
-    # Short rows are 24 positions (23 of prompt, 1 audio token): two fit, four do not; the long track
-    # (35 audio tokens) does not fit even alone.
-    llm = MemoryBoundLLM(lite_model.llm, budget=50)
+    # A short row is the caption prompt plus 1 audio token, the long track's has 35 audio tokens. The
+    # pretend GPU holds two short rows but not four, and not the long row even alone.
+    short = lite_model._prompt_pieces(torch.zeros(1, lite_model.adapter.in_features),
+                                      lite_model.profile.caption_instruction, None)[1]
+    long_width = short + 34
+    assert long_width > 2 * short
+    llm = MemoryBoundLLM(lite_model.llm, budget=2 * short)
     gpu_like = MusiLingo(lite_model.profile, llm, lite_model.tokenizer, lite_model.adapter.in_features,
                          lite_model.adapter)
     models = Models(lite_model.profile, settings, encoder=lite_model.encoder, musilingo=gpu_like, text=text_embedder)
     root = str(audio_library.root)
 
     first = scan([root], settings, lite_model.profile, models=models, greedy=True)
-    assert llm.shapes == [(4, 58), (2, 24), (2, 58), (1, 58), (1, 24), (1, 24)]
+    assert llm.shapes == [(4, long_width), (2, short), (2, long_width), (1, long_width), (1, short),
+                          (1, short)]
     assert first.state == "finished" and len(first.indexed) == 4
     assert first.batch_sizes["caption"] == {"start": 4, "final": 1}
     assert first.to_dict()["batch_sizes"]["caption"]["final"] == 1
