@@ -232,11 +232,11 @@ def load_training_items(cfg: TrainConfig, profile) -> tuple[list[Item], FeatureC
         items = captions
         if not items:
             raise SystemExit("stage 1 needs caption items; the configured datasets have none")
+    elif cfg.include_captions:
+        items = as_instruction(captions * max(1, cfg.caption_repeat),
+                               cfg.caption_instruction or profile.caption_instruction) + pairs
     else:
-        if cfg.include_captions:
-            captions = as_instruction(captions * max(1, cfg.caption_repeat),
-                                      cfg.caption_instruction or profile.caption_instruction)
-        items = (captions if cfg.include_captions else []) + pairs
+        items = pairs
     if cfg.max_items:
         items = items[: cfg.max_items]
     if not items:
