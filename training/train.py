@@ -44,7 +44,7 @@ from model.checkpoints import save_adapter
 from model.config import load_profile, read_toml_fields
 from training.datasets import Item, as_instruction, read_dataset
 from training.features import FeatureCache
-from training.synth.text import summary_caption
+from training.synth.text import SUMMARY_ATTRIBUTES, summary_caption
 
 
 @dataclass
@@ -247,7 +247,7 @@ def load_training_items(cfg: TrainConfig, profile) -> tuple[list[Item], FeatureC
 def summary_item(item: Item) -> Item:
     """A synthetic caption item whose target becomes the fixed-form summary of its labels."""
     values = item.meta.get("labels") or {}
-    if not all(values.get(k) for k in ("tempo_class", "instrument_family", "mode")):
+    if not all(values.get(k) for k in SUMMARY_ATTRIBUTES):
         raise SystemExit(f"caption_target = 'summary' needs synthetic labels; item {item.id} has none")
     return replace(item, answer=summary_caption(values))
 

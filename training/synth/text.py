@@ -179,6 +179,7 @@ def caption(spec: TrackSpec, rng: np.random.Generator) -> str:
 
 
 SUMMARY_TEMPO = {"slow": "slow", "medium": "medium-tempo", "fast": "fast"}
+SUMMARY_ATTRIBUTES = ("instrument_family", "tempo_class", "mode")  # what `summary_caption` names
 
 
 def summary_caption(values: dict[str, str]) -> str:
