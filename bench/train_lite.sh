@@ -5,7 +5,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=. HF_HUB_OFFLINE=1
-RUN=data/runs/lite5
+RUN=data/runs/lite6
 
 # 1. Synthetic corpus: 1500 training clips (seed 101) and 200 held-out clips (seed 202), 10 s each.
 $PY -m training.synth --out data/synth/train --n 1500 --seed 101 --seconds 10 --workers 2

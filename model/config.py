@@ -49,6 +49,9 @@ class Profile:
         """A short stable hash of what produced stored data; `part` is 'encoder' or 'all'."""
         enc = {k: getattr(self, k) for k in ("encoder", "encoder_path", "pool_window", "chunk_seconds",
                                                "context_seconds")}
+        if self.encoder == "lite":  # the features are code, not weights: their revision stands in for a digest
+            from model.frontend import REVISION
+            enc["frontend_revision"] = REVISION
         if part == "encoder":
             payload = enc
         else:

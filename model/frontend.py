@@ -5,13 +5,21 @@ cares about, each group scaled to roughly unit range by fixed constants so that 
 linear adapter work on them unchanged:
 
 - timbre and register: 64 log-mel bands, spectral centroid, flatness and loudness
-- harmony: 12-bin chroma (smoothed over about 2 s) and its correlation with the 24 Krumhansl key
-  profiles, plus the best major and best minor fit, so major/minor is one subtraction away
+- articulation: in 16 groups of 4 mel bands, the onset strength and the spread of the level over
+  about 0.25 s (plucked and struck notes decay, bowed and blown ones hold or waver)
+- harmony: 12-bin chroma (smoothed over about 6 s) and its correlation with the 24 Krumhansl key
+  profiles, plus the best major and best minor fit, so major/minor is one subtraction away. Chroma
+  reads 100-1000 Hz only, each bin spread over its nearest pitch classes with a 0.3-semitone Gaussian:
+  below 100 Hz an FFT bin spans several semitones, and above 1 kHz the overtones (a fifth and a major
+  third above each note) outweigh the notes; on the held-out synthetic clips this took clip-level
+  major/minor from 0.70 to 0.88 (docs/benchmarks.md, "The lite front-end").
 - rhythm: onset strength in three bands (drums show in the high band) and a local tempogram
   (autocorrelation of the onset envelope over about 6 s at 32 log-spaced tempi from 50 to 230 BPM)
 
 The frame grid matches MERT exactly: frame i is centred on sample 320*i + 200 at 24 kHz, and a
 clip of N samples gives floor((N - 400) / 320) + 1 frames, so 10 s -> 749 frames, 30 s -> 2249.
+`REVISION` is part of the lite profile's encoder version: bump it whenever the features change, so
+stored embeddings and feature caches from older features are recomputed rather than misread.
 """
 
 from __future__ import annotations
@@ -29,7 +37,14 @@ N_FFT = 2048
 N_MELS = 64
 N_TEMPI = 32
 TEMPO_WINDOW = 450  # frames, 6 s
-CHROMA_SMOOTH = 151  # frames, about 2 s
+CHROMA_SMOOTH = 451  # frames, about 6 s
+CHROMA_SIGMA = 0.3  # semitones
+LEVEL_SPREAD = 19  # frames, about 0.25 s
+REVISION = 2
+# The output's feature groups, in order, with their widths: the adapter sees one flat vector, tests and
+# probes find a group by name (`feature_slice`).
+LAYOUT = (("logmel", N_MELS), ("timbre", 3), ("onset", 16), ("level_spread", 16), ("chroma", 12),
+          ("key_fit", 24), ("best_major_minor", 2), ("band_onset", 3), ("tempogram", N_TEMPI))
 
 # Krumhansl-Kessler key profiles (tonic first).
 _MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -39,6 +54,16 @@ _MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17
 def num_frames(n_samples: int) -> int:
     """MERT's conv arithmetic: one frame per hop once the 400-sample receptive field is filled."""
     return 0 if n_samples < RECEPTIVE_FIELD else (n_samples - RECEPTIVE_FIELD) // HOP + 1
+
+
+def feature_slice(name: str) -> slice:
+    """Where a feature group of `LAYOUT` sits in the front-end's output."""
+    start = 0
+    for group, width in LAYOUT:
+        if group == name:
+            return slice(start, start + width)
+        start += width
+    raise KeyError(name)
 
 
 def _mel_filterbank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> torch.Tensor:
@@ -55,13 +80,13 @@ def _mel_filterbank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) 
     return fb / fb.sum(dim=1, keepdim=True).clamp(min=1e-8)  # [n_mels, n_bins]
 
 
-def _chroma_filterbank(n_fft: int, sr: int, fmin: float = 55.0, fmax: float = 4200.0) -> torch.Tensor:
+def _chroma_filterbank(n_fft: int, sr: int, fmin: float = 100.0, fmax: float = 1000.0) -> torch.Tensor:
     freqs = torch.linspace(0, sr / 2, n_fft // 2 + 1)
-    fb = torch.zeros(12, freqs.numel())
     valid = (freqs >= fmin) & (freqs <= fmax)
     midi = 69 + 12 * torch.log2(freqs[valid] / 440.0)
-    pc = torch.remainder(torch.round(midi), 12).long()
-    fb[pc, torch.nonzero(valid).squeeze(1)] = 1.0
+    distance = torch.remainder(midi[None] - torch.arange(12.0)[:, None] + 6.0, 12.0) - 6.0  # [12, bins]
+    fb = torch.zeros(12, freqs.numel())
+    fb[:, valid] = torch.exp(-0.5 * (distance / CHROMA_SIGMA) ** 2)
     return fb
 
 
@@ -91,7 +116,7 @@ class LiteFrontend(nn.Module):
         self.register_buffer("lags", torch.round(60.0 * self.frame_rate / bpm).long(), persistent=False)
         band_edges = torch.tensor([0, 12, 40, N_MELS])  # mel bands: low, mid, high
         self.register_buffer("band_edges", band_edges, persistent=False)
-        self.dim = N_MELS + 3 + 12 + 24 + 2 + 3 + N_TEMPI
+        self.dim = sum(width for _, width in LAYOUT)
 
     @staticmethod
     def num_frames(n_samples: int) -> int:
@@ -113,9 +138,10 @@ class LiteFrontend(nn.Module):
         mel = torch.einsum("mf,bft->btm", self.mel_fb, power)
         logmel = torch.log10(mel + 1e-8)
         timbre = self._timbre(power, logmel)
+        articulation = self._articulation(logmel)
         harmony = self._harmony(power)
         rhythm = self._rhythm(logmel)
-        return torch.cat([(logmel + 5.0) / 2.0, timbre, harmony, rhythm], dim=-1)
+        return torch.cat([(logmel + 5.0) / 2.0, timbre, articulation, harmony, rhythm], dim=-1)
 
     def _timbre(self, power: torch.Tensor, logmel: torch.Tensor) -> torch.Tensor:
         freqs = torch.linspace(0, SAMPLE_RATE / 2, power.shape[1], device=power.device)
@@ -125,6 +151,15 @@ class LiteFrontend(nn.Module):
         loud = torch.log10(total)
         feats = [torch.log2(centroid.clamp(min=50.0) / 1000.0), flat * 10.0, (loud + 2.0) / 3.0]
         return torch.stack(feats, dim=-1)
+
+    def _articulation(self, logmel: torch.Tensor) -> torch.Tensor:
+        groups = logmel.reshape(*logmel.shape[:2], 16, N_MELS // 16).mean(-1)  # [B, T, 16]
+        onset = F.pad(F.relu(groups[:, 1:] - groups[:, :-1]), (0, 0, 1, 0))
+        x = groups.transpose(1, 2)
+        mean = F.avg_pool1d(x, LEVEL_SPREAD, stride=1, padding=LEVEL_SPREAD // 2, count_include_pad=False)
+        square = F.avg_pool1d(x * x, LEVEL_SPREAD, stride=1, padding=LEVEL_SPREAD // 2, count_include_pad=False)
+        spread = (square - mean * mean).clamp(min=0.0).sqrt().transpose(1, 2)
+        return torch.cat([onset * 5.0, spread * 3.0], dim=-1)
 
     def _harmony(self, power: torch.Tensor) -> torch.Tensor:
         chroma = torch.einsum("cf,bft->bct", self.chroma_fb, power.sqrt())

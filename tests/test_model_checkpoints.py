@@ -85,10 +85,13 @@ def test_settings_precedence(tmp_path, monkeypatch) -> None:
     assert s.catalog_path == tmp_path / "catalog.duckdb"
 
 
-def test_profiles_are_data(tmp_path) -> None:
+def test_profiles_are_data(tmp_path, monkeypatch) -> None:
     lite = load_profile("lite")
     assert (lite.encoder, lite.pool_window, lite.prompt) == ("lite", 325, "chatml")
     assert load_profile("lite", pool_window=100).version("encoder") != lite.version("encoder")
+    before = lite.version("encoder")
+    monkeypatch.setattr("model.frontend.REVISION", -1)  # new lite features: stored embeddings are stale
+    assert lite.version("encoder") != before
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "mine.toml").write_text('encoder = "lite"\nllm = "/nowhere"\n')
     assert load_profile("mine", tmp_path).llm == "/nowhere"

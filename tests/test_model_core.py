@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from model.config import load_profile
 from model.encoder import Encoder, pool_frames
-from model.frontend import LiteFrontend
+from model.frontend import LiteFrontend, feature_slice
 from model.musilingo import MusiLingo
 from tests.harness import tiny_llama_folder, tiny_mert_folder, tone, write_profile
 
@@ -133,6 +133,40 @@ def test_lite_frames_and_tokens_follow_mert_arithmetic() -> None:
         assert lite(torch.zeros(1, n)).shape == (1, frames, lite.dim)
     encoder = Encoder.from_profile(load_profile("lite"))
     assert [t.shape[0] for t in encoder.encode([tone(10.0), tone(30.0)])] == [3, 7]
+
+
+def _rich_notes(chords: list[tuple[int, ...]], seconds: float = 1.5, plucked: bool = False) -> np.ndarray:
+    """MIDI chords played with 8 overtones at 1/k amplitude, as real instruments sound: the overtones
+    put a fifth and a major third above every note, which is what a naive chroma mistakes for the key."""
+    t = np.arange(int(seconds * 24000)) / 24000
+    envelope = np.exp(-4.0 * t) if plucked else np.minimum(1.0, t / 0.05)
+    out = []
+    for chord in chords:
+        f0 = 440.0 * 2.0 ** ((np.array(chord)[:, None] - 69) / 12)
+        partials = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 9)).sum(0)
+        out.append(0.05 * envelope * partials)
+    return np.concatenate(out).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode,third", [("major", 64), ("minor", 63)])
+def test_lite_frontend_names_tonic_and_mode_through_overtones(mode: str, third: int) -> None:
+    """I-IV-V-I in C with a bass line: the key fits peak at C of the right mode, and the mode's best fit wins."""
+    sixth = 69 if mode == "major" else 68
+    chords = [(48, 60, third, 67), (53, 60, 65, sixth), (55, 59, 62, 67), (48, 60, third, 67)] * 2
+    feats = LiteFrontend()(torch.from_numpy(_rich_notes(chords)))[0].mean(0)
+    fits = feats[feature_slice("key_fit")]
+    assert int(fits.argmax()) == (0 if mode == "major" else 12)  # C major is key 0, C minor key 12
+    best_major, best_minor = feats[feature_slice("best_major_minor")].tolist()
+    assert (best_major > best_minor) == (mode == "major")
+
+
+def test_lite_frontend_tells_plucked_from_held_notes() -> None:
+    """Struck or plucked notes decay within a frame window; bowed or blown ones hold their level."""
+    chords = [(60,), (64,), (67,), (72,)]
+    lite = LiteFrontend()
+    plucked, held = (lite(torch.from_numpy(_rich_notes(chords, 1.5, p)))[0].mean(0) for p in (True, False))
+    spread = feature_slice("level_spread")
+    assert plucked[spread].sum() > 1.5 * held[spread].sum()
 
 
 def test_chunked_encoding_equals_one_pass_when_context_covers_the_field() -> None:

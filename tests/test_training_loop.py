@@ -17,11 +17,14 @@ import torch
 
 from model.checkpoints import load_adapter
 from model.config import load_profile
+from model.frontend import LiteFrontend
 from tests.conftest import write_audio
 from tests.harness import tiny_llama_folder, write_profile
 from training.datasets import read_dataset
 from training.features import FeatureCache, build_cache
 from training.train import StandardisedLinear, TrainConfig, match_embedding_norm, train
+
+LITE_DIM = LiteFrontend().dim
 
 CAPS = ["a slow piano piece in a minor key", "a fast guitar tune with drums", "a calm organ drone in major"]
 QAS = [("What instrument leads?", "The piano."), ("Is it fast or slow?", "It is fast."),
@@ -134,9 +137,9 @@ def test_readers_count_missing_audio(setup) -> None:
 def test_feature_cache(setup) -> None:
     _, _, profile, formats, caches = setup
     cache = FeatureCache.open(caches["musiccaps"], profile)
-    assert len(cache) == 3 and cache.dim == 140
+    assert len(cache) == 3 and cache.dim == LITE_DIM
     tokens = cache.get(cache.keys()[0])
-    assert tokens.shape == (1, 140)  # 2 s -> 149 frames -> 1 token of 325 frames
+    assert tokens.shape == (1, LITE_DIM)  # 2 s -> 149 frames -> 1 token of 325 frames
     assert (caches["musiccaps"] / profile.version("encoder") / "index.json").is_file()
     other = load_profile(setup[1], pool_window=100)
     with pytest.raises(Exception, match="encoder version"):
@@ -173,7 +176,7 @@ def test_steps_lower_the_loss_and_only_the_adapter_changes(setup, kind, tmp_path
     llm, tok = _llm(setup)
     before = {k: v.clone() for k, v in llm.state_dict().items()}
     torch.manual_seed(0)
-    init = torch.nn.Linear(140, llm.config.hidden_size)
+    init = torch.nn.Linear(LITE_DIM, llm.config.hidden_size)
     save_adapter(init, tmp_path / "init.safetensors")
     cfg = _config(setup, kind, tmp_path, init_adapter=str(tmp_path / "init.safetensors"))
     summary = train(cfg, llm=llm, tokenizer=tok, log=lambda m: None)
@@ -183,7 +186,7 @@ def test_steps_lower_the_loss_and_only_the_adapter_changes(setup, kind, tmp_path
     loss0 = _mean_loss(llm, tok, cfg, str(tmp_path / "init.safetensors"))
     loss1 = _mean_loss(llm, tok, cfg, cfg.output)
     assert loss1 < loss0 - 0.005, (kind, loss0, loss1)  # deterministic; the random tiny LLM barely reacts to 1 token
-    linear, meta = load_adapter(Path(cfg.output), 140, llm.config.hidden_size)
+    linear, meta = load_adapter(Path(cfg.output), LITE_DIM, llm.config.hidden_size)
     assert meta["stage"] == cfg.stage and meta["steps"] == 8 and meta["pool_window"] == 325
 
 
@@ -214,7 +217,7 @@ def test_label_word_init_points_audio_tokens_at_the_label_words(setup, tmp_path)
     table = llm.get_input_embeddings().weight
     items, tokens, _ = load_training_items(_config(setup, "synth", tmp_path), setup[2])
     rows = torch.cat([tokens[k] for k in {it.audio_key for it in items}])
-    adapter = StandardisedLinear.from_raw(torch.nn.Linear(140, table.shape[1]), rows.mean(0), rows.std(0))
+    adapter = StandardisedLinear.from_raw(torch.nn.Linear(LITE_DIM, table.shape[1]), rows.mean(0), rows.std(0))
     fit = label_word_init(adapter, items, tokens, ["instrument_family", "tempo_class", "mode"], tok, table)
     assert math.isnan(fit)  # every clip has the same labels: nothing to explain, R^2 undefined
     target = sum(table[tok(" " + w, add_special_tokens=False).input_ids].mean(0) for w in ("piano", "slow", "major"))
@@ -261,8 +264,8 @@ def test_standardisation_folds_into_a_plain_linear() -> None:
 
 def test_fresh_adapter_starts_at_the_word_embedding_norm() -> None:
     torch.manual_seed(0)
-    rows = torch.randn(300, 140) * 3 + 1
-    adapter = StandardisedLinear.from_raw(torch.nn.Linear(140, 64), rows.mean(0), rows.std(0))
+    rows = torch.randn(300, LITE_DIM) * 3 + 1
+    adapter = StandardisedLinear.from_raw(torch.nn.Linear(LITE_DIM, 64), rows.mean(0), rows.std(0))
     words = torch.randn(1000, 64) * 0.1
     before = adapter(rows).norm(dim=1).mean()
     scale = match_embedding_norm(adapter, rows, words)
@@ -280,13 +283,14 @@ def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys)
 
     root, profile_path, _, formats, caches = setup
     torch.manual_seed(0)
-    save_adapter(torch.nn.Linear(140, 64), tmp_path / "a.safetensors")
+    save_adapter(torch.nn.Linear(LITE_DIM, 64), tmp_path / "a.safetensors")
     args = argparse.Namespace(dataset="synth", root=str(formats["synth"][0]), split="all", audio_dir=None,
                               cache=str(caches["synth"]), profile=str(profile_path),
                               adapter=str(tmp_path / "a.safetensors"), model_cache_dir=str(root), device="cpu",
                               limit=2, qa_per_clip=0, qa_attributes="mode", batch=4, max_new_tokens=6,
                               qa_max_new_tokens=4, baseline=True, no_audio=False, shuffled=True, threads=0,
-                              samples=str(tmp_path / "s.jsonl"), json=True, out=str(tmp_path / "r.json"))
+                              forced_choice=True, samples=str(tmp_path / "s.jsonl"), json=True,
+                              out=str(tmp_path / "r.json"))
     assert main(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["items"] == 4 and report["clips"] == 2
@@ -295,6 +299,10 @@ def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys)
         assert report[run]["qa_accuracy"]["n"] == 2
         assert "bleu4_corpus" in report[run]["captioning"]["standard"]
         assert "rougeL_recall_mean" in report[run]["qa"]["published"]
+    for run in ("audio", "shuffled_audio"):
+        assert set(report[run]["caption_forced_choice"]) == {"instrument_family", "tempo_class", "mode"}
+        assert all(v["n"] == 2 for v in report[run]["caption_forced_choice"].values())
+    assert "caption_forced_choice" not in report["no_audio"]
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
     assert len(lines) == 12
     base = [json.loads(x) for x in lines if json.loads(x)["run"] == "no_audio"]

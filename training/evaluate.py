@@ -8,7 +8,10 @@ accuracy (the asked attribute parsed from the generated answer). `--baseline` re
 NO audio (the same prompt with zero audio tokens), so the gain from hearing the audio is visible.
 `--shuffled` repeats it with each clip's audio tokens swapped for the next clip's: the trained adapter
 still shapes the answer's form (its bias acts as a learned prompt), so only the gap between the true
-and the shuffled audio measures what the model hears.
+and the shuffled audio measures what the model hears. `--forced-choice` (synthetic corpus) asks what
+the adapter conveys apart from decoding: each clip's summary caption is scored with every value of one
+attribute put in (the others at the truth), and the likeliest value counts; unlike a greedy caption it
+cannot skip an attribute or lean on the LLM's favourite word.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from training.metrics import (
     parse_attribute,
     qa_metrics,
 )
+from training.synth.spec import FAMILIES, MODES, TEMPO_RANGES
+from training.synth.text import summary_caption
 
 CAPTION_ATTRIBUTES = ("instrument_family", "tempo_class", "mode")
+ATTRIBUTE_VALUES = {"instrument_family": FAMILIES, "tempo_class": tuple(TEMPO_RANGES), "mode": MODES}
 
 
 def select_items(items: list[Item], limit_clips: int = 0, qa_per_clip: int = 0,
@@ -95,6 +101,23 @@ def generate_all(model, items: list[Item], tokens: dict[str, torch.Tensor], no_a
     return [t or "" for t in texts]
 
 
+@torch.no_grad()
+def forced_choice(model, items: list[Item], tokens: dict[str, torch.Tensor], instruction: str) -> dict:
+    """Per attribute, the share of clips whose summary caption is likeliest with the true value put in."""
+    clips = {it.audio_key: it.meta.get("labels", {}) for it in items}
+    right = dict.fromkeys(CAPTION_ATTRIBUTES, 0)
+    for key, labels in clips.items():
+        for attr, values in ATTRIBUTE_VALUES.items():
+            targets = [summary_caption({**labels, attr: v}) for v in values]
+            embeds, mask, target_ids = model.loss_inputs([tokens[key]] * len(values), targets,
+                                                         [instruction] * len(values))
+            logp = torch.log_softmax(model.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1].float(), -1)
+            ids = target_ids[:, 1:]
+            picked = logp.gather(-1, ids.clamp(min=0)[..., None])[..., 0] * (ids >= 0)
+            right[attr] += values[int(picked.sum(1).argmax())] == labels[attr]
+    return {attr: {"accuracy": n / max(1, len(clips)), "n": len(clips)} for attr, n in right.items()}
+
+
 def shuffled_tokens(items: list[Item], tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each clip's audio tokens replaced by those of the next clip in reading order (a derangement)."""
     clips = list(dict.fromkeys(it.audio_key for it in items))
@@ -134,6 +157,9 @@ def _summary_lines(name: str, rep: dict) -> list[str]:
     if "caption_attribute_accuracy" in rep:
         acc = rep["caption_attribute_accuracy"]
         lines.append("caption attribute accuracy: " + ", ".join(f"{a} {v['accuracy']:.3f} (n={v['n']})" for a, v in acc.items()))
+    if "caption_forced_choice" in rep:
+        acc = rep["caption_forced_choice"]
+        lines.append("caption forced choice: " + ", ".join(f"{a} {v['accuracy']:.3f} (n={v['n']})" for a, v in acc.items()))
     if "qa_accuracy" in rep:
         q = rep["qa_accuracy"]
         lines.append(f"QA accuracy: {q['overall']:.3f} (n={q['n']}); " + ", ".join(
@@ -197,6 +223,8 @@ def main(args) -> int:
         texts = generate_all(model, items, run_tokens, no_audio, args.batch, args.max_new_tokens,
                              min(args.max_new_tokens, args.qa_max_new_tokens), profile.caption_instruction, say)
         report[name] = score(items, texts, synth)
+        if synth and args.forced_choice and name != "no_audio":  # without audio every clip scores alike
+            report[name]["caption_forced_choice"] = forced_choice(model, items, run_tokens, profile.caption_instruction)
         report[name]["generation_seconds"] = round(time.monotonic() - start, 1)
         for it, t in zip(items, texts, strict=True):
             samples.append({"run": name, "id": it.id, "question": it.question, "reference": it.answer, "generated": t})

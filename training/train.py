@@ -14,7 +14,7 @@ Input standardisation (`normalise_inputs`): the adapter is trained on (x - mean)
 statistics of the training cache, and the statistics are folded back into the saved Linear
 (W' = W / std, b' = b - W' mean), so what ships is one plain nn.Linear on raw encoder features.
 A fresh adapter on standardised inputs is also rescaled so that its outputs start at the mean norm of
-the LLM's word embeddings: PyTorch's default init on 140 unit-variance inputs gives audio tokens about
+the LLM's word embeddings: PyTorch's default init on unit-variance inputs gives audio tokens about
 7x larger than any word of SmolLM2, and on the lite profile that start learned to use the audio
 measurably slower (held-out loss gap real-vs-shuffled audio after 100 steps: 0.04 unscaled, 0.12 scaled).
 
