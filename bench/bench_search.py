@@ -19,7 +19,8 @@ about recall). Then, in one process:
   catalog;
 - DuckDB on the catalog itself: opening it, a filter's id list, the tracks-captions-tags join the
   snapshot is built from, `stats()` and `facets()`;
-- RSS of the process while serving, and its peak.
+- RSS of the process while serving, and its peak;
+- the query embedding and the whole search after the machine sat idle for 0.1, 0.3 and 1 s.
 
     python bench/bench_search.py --sizes 10000 100000 1000000 [--json]
 
@@ -289,6 +290,7 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     res["engine_filtered"] = percentiles(ms)
     res["engine_filtered"]["allowed"] = len(allowed_ids(engine, filters))
     res["filtered_parts"] = filtered_parts(engine, filters, texts)
+    res["after_idle"] = after_idle(engine, texts)
     _, ms = timed(lambda t: engine.search("", filters=Filters(genre="Rock", year_min=2000), top_k=20,
                                           offset=100), texts[: max(10, n_queries // 4)])
     res["browse_filtered"] = percentiles(ms)
@@ -311,6 +313,28 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return res
+
+
+# Pauses before a query, as between a person's searches. Everything else here runs queries back to
+# back; on this VM the CPUs are slow to come back from idle (docs/benchmarks.md, session 5).
+IDLE_PAUSES_S = (0.0, 0.1, 0.3, 1.0)
+
+
+def after_idle(engine, texts: list[str], per_pause: int = 12) -> dict:
+    """Query embedding and the whole search, each after the machine sat idle for a pause."""
+    embedder = engine.embedder()
+    out: dict = {}
+    for pause in IDLE_PAUSES_S:
+        embed_ms, search_ms = [], []
+        for i in range(per_pause):
+            time.sleep(pause)
+            _, ms = timed(lambda t: embedder.encode([t]), [texts[i % len(texts)]])
+            embed_ms += ms
+            time.sleep(pause)
+            _, ms = timed(lambda t: engine.search(t, top_k=20), [texts[i % len(texts)]])
+            search_ms += ms
+        out[f"{pause}s"] = {"embed": percentiles(embed_ms), "engine": percentiles(search_ms)}
+    return out
 
 
 def allowed_ids(engine, filters) -> np.ndarray:
@@ -371,7 +395,8 @@ def duckdb_timings(engine, filters, reps: int = 20) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Three tables: vector search alone, the engine end to end, DuckDB on the catalog and memory."""
+    """Four tables: vector search alone, the engine end to end, DuckDB on the catalog and memory, and
+    latency after idle pauses."""
     def table(head: list[str], cells) -> list[str]:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
@@ -422,6 +447,11 @@ def markdown(rows: list[dict]) -> str:
                    pp(r, "duckdb", "join_captions_tags"), pp(r, "duckdb", "stats"), pp(r, "duckdb", "facets"),
                    get(r, "keyword_snapshot_s"), get(r, "keyword_check_s"), f"{r['serving_rss_mb']:,}",
                    f"{r['peak_rss_mb']:,}", get(r, "disk_mb", fmt="{:,}")])
+    pauses = [f"{p}s" for p in IDLE_PAUSES_S]
+    lines += table(
+        ["tracks", *(f"embed after {p} idle p50 ms" for p in pauses), *(f"engine after {p} idle p50 ms" for p in pauses)],
+        lambda r: [f"{r['tracks']:,}", *(get(r, "after_idle", p, "embed", "p50_ms", fmt="{:.1f}") for p in pauses),
+                   *(get(r, "after_idle", p, "engine", "p50_ms", fmt="{:.1f}") for p in pauses)])
     return "\n".join(lines)
 
 

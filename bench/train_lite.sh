@@ -21,10 +21,11 @@ $PY -m training cache-features --dataset synth --root data/synth/heldout --out d
 mkdir -p $RUN
 $PY -m training finetune --config training/configs/lite_finetune.toml > $RUN/stage2.log 2>&1
 
-# 4. Held-out evaluation with the no-audio baseline and the shuffled-audio control (greedy decoding).
+# 4. Held-out evaluation with the no-audio baseline, the shuffled-audio control (greedy decoding) and the
+#    forced choice of each attribute (what the adapter conveys, apart from decoding).
 $PY -m training eval --dataset synth --root data/synth/heldout --cache data/features/synth-heldout --profile lite \
     --adapter $RUN/stage2-adapter.safetensors --limit ${EVAL_CLIPS:-40} --qa-attributes instrument_family,tempo_class,mode \
-    --baseline --shuffled --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
+    --baseline --shuffled --forced-choice --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
 
 # 5. Ship the adapter only if it beats the no-audio baseline on held-out attribute accuracy.
 RUN=$RUN $PY - <<'PYEOF'
