@@ -190,6 +190,23 @@ def test_steps_lower_the_loss_and_only_the_adapter_changes(setup, kind, tmp_path
     assert meta["stage"] == cfg.stage and meta["steps"] == 8 and meta["pool_window"] == 325
 
 
+def test_bias_lr_scale_moves_the_bias_at_its_own_rate(setup, tmp_path) -> None:
+    from model.checkpoints import save_adapter
+
+    llm, tok = _llm(setup)
+    torch.manual_seed(0)
+    init = torch.nn.Linear(LITE_DIM, llm.config.hidden_size)
+    save_adapter(init, tmp_path / "init.safetensors")
+    moved = {}
+    for scale in (0.0, 1.0):
+        cfg = _config(setup, "synth", tmp_path / str(scale), init_adapter=str(tmp_path / "init.safetensors"),
+                      normalise_inputs=False, bias_lr_scale=scale)
+        adapter = train(cfg, llm=llm, tokenizer=tok, log=lambda m: None)["adapter"]
+        assert not torch.allclose(adapter.weight, init.weight)
+        moved[scale] = (adapter.bias - init.bias).abs().max().item()
+    assert moved[0.0] == 0.0 and moved[1.0] > 1e-3
+
+
 def test_summary_captions_and_the_profile_instruction(setup, tmp_path) -> None:
     from training.train import load_training_items
 
@@ -289,7 +306,7 @@ def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys)
                               adapter=str(tmp_path / "a.safetensors"), model_cache_dir=str(root), device="cpu",
                               limit=2, qa_per_clip=0, qa_attributes="mode", batch=4, max_new_tokens=6,
                               qa_max_new_tokens=4, baseline=True, no_audio=False, shuffled=True, threads=0,
-                              forced_choice=True, samples=str(tmp_path / "s.jsonl"), json=True,
+                              forced_choice=True, free_captions=False, samples=str(tmp_path / "s.jsonl"), json=True,
                               out=str(tmp_path / "r.json"))
     assert main(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())

@@ -7,7 +7,10 @@ adapter (`init_adapter`).
 
 Optimiser as in the reference: AdamW (0.9, 0.999), weight decay 0.05 on the weight only (never the
 bias), a linear warm-up from `warmup_lr` to `lr`, then cosine from `lr` to `min_lr` (per step, or per
-epoch with schedule = "epoch", which is what the reference's LAVIS scheduler does). `accelerate` gives
+epoch with schedule = "epoch", which is what the reference's LAVIS scheduler does). `bias_lr_scale`
+(1 in the reference) runs the bias's schedule that many times higher: on the lite profile the bias, a
+constant soft prompt, learns the answers' form, and the weight, which carries the audio, keeps more of
+its closed-form start at a lower rate (docs/benchmarks.md, session 6). `accelerate` gives
 multi-GPU data parallelism and mixed precision (forced to "no" on CPU for fp16).
 
 Input standardisation (`normalise_inputs`): the adapter is trained on (x - mean) / std with per-dim
@@ -70,6 +73,7 @@ class TrainConfig:
     min_lr: float = 8e-5
     warmup_lr: float = 1e-6
     warmup_steps: int = 5000
+    bias_lr_scale: float = 1.0  # the bias's lr over the weight's: the bias learns the answers' form, the weight the audio
     iters_per_epoch: int = 5000
     epochs: int = 4
     schedule: str = "step"  # step: cosine over optimiser steps; epoch: the reference's per-epoch cosine
@@ -316,10 +320,12 @@ def load_checkpoint(path: Path, adapter: nn.Module, optimizer, scaler) -> int:
 
 
 # ----- the loop ----------------------------------------------------------------------------------------
-def _param_groups(adapter: nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(adapter: nn.Module, weight_decay: float, bias_lr_scale: float) -> list[dict]:
+    """The weight (decayed) and the bias (not decayed, its lr scaled); `lr_scale` is read each step."""
     decay = [p for n, p in adapter.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in adapter.named_parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": bias_lr_scale}]
 
 
 def build_model(cfg: TrainConfig, device: str, llm=None, tokenizer=None):
@@ -375,7 +381,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=N
             match_embedding_norm(adapter, rows, model.llm.get_input_embeddings().weight)
     model.adapter = adapter.to(device)
     model.llm.requires_grad_(False)
-    optimizer = torch.optim.AdamW(_param_groups(model.adapter, cfg.weight_decay), lr=lr_at(cfg, 0),
+    optimizer = torch.optim.AdamW(_param_groups(model.adapter, cfg.weight_decay, cfg.bias_lr_scale), lr=lr_at(cfg, 0),
                                   betas=(cfg.beta1, cfg.beta2))
     wrapped = StageModel(model)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
@@ -406,7 +412,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=N
     while step < end:
         lr = lr_at(cfg, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
             global_micro = (step * cfg.grad_accum + micro) * world + rank
