@@ -5,7 +5,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=. HF_HUB_OFFLINE=1
-RUN=data/runs/lite6
+RUN=data/runs/lite9
 
 # 1. Synthetic corpus: 1500 training clips (seed 101) and 200 held-out clips (seed 202), 10 s each.
 $PY -m training.synth --out data/synth/train --n 1500 --seed 101 --seconds 10 --workers 2
@@ -21,11 +21,13 @@ $PY -m training cache-features --dataset synth --root data/synth/heldout --out d
 mkdir -p $RUN
 $PY -m training finetune --config training/configs/lite_finetune.toml > $RUN/stage2.log 2>&1
 
-# 4. Held-out evaluation with the no-audio baseline, the shuffled-audio control (greedy decoding) and the
-#    forced choice of each attribute (what the adapter conveys, apart from decoding).
-$PY -m training eval --dataset synth --root data/synth/heldout --cache data/features/synth-heldout --profile lite \
-    --adapter $RUN/stage2-adapter.safetensors --limit ${EVAL_CLIPS:-40} --qa-attributes instrument_family,tempo_class,mode \
-    --baseline --shuffled --forced-choice --batch 20 --max-new-tokens 48 --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
+# 4. Held-out evaluation with the no-audio baseline and the shuffled-audio control: captions as the profile
+#    makes them (the likeliest sentence of its caption template), answers greedy; then free greedy
+#    captions and the forced choice of each attribute (what the adapter conveys, apart from decoding).
+EVAL="$PY -m training eval --dataset synth --root data/synth/heldout --cache data/features/synth-heldout --profile lite
+    --adapter $RUN/stage2-adapter.safetensors --limit ${EVAL_CLIPS:-40} --baseline --shuffled --batch 20 --max-new-tokens 48"
+$EVAL --qa-attributes instrument_family,tempo_class,mode --qa-max-new-tokens 24 --samples $RUN/eval-samples.jsonl --out $RUN/eval.json
+$EVAL --qa-attributes none --free-captions --forced-choice --out $RUN/eval-free.json
 
 # 5. Ship the adapter only if it beats the no-audio baseline on held-out attribute accuracy.
 RUN=$RUN $PY - <<'PYEOF'

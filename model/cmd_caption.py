@@ -1,4 +1,5 @@
-"""Caption audio files: decode, encode, compress, generate (batched)."""
+"""Caption audio files: decode, encode, compress, generate (batched), or pick the likeliest sentence of
+the profile's caption template (the lite profile's; `--json` then says so and gives its log-likelihood)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from model.runtime import load_model, settings_and_profile
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="audio files")
-    p.add_argument("--greedy", action="store_true", help="deterministic greedy decoding instead of sampling")
+    p.add_argument("--greedy", action="store_true", help="deterministic greedy decoding instead of sampling (template captions are always deterministic)")
+    p.add_argument("--free", action="store_true", help="generate freely even if the profile has a caption template")
     p.add_argument("--max-new-tokens", type=int, help="default: the profile's (300 as in the reference)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-seconds", type=float, help="encode at most this many seconds of each file")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             _report({"file": name, "caption": gen.text, "audio_tokens": gen.n_audio_tokens,
                      "token_ids": gen.token_ids, "audio_seconds": round(len(wave) / model.encoder.sample_rate, 3),
                      "seconds": round(seconds, 3), "profile": profile.name,
-                     "pipeline_version": profile.version()}, args.json)
+                     "pipeline_version": profile.version(),
+                     "decoding": "greedy" if args.greedy else "sampled", **gen.extra}, args.json)
     return 1 if failed else 0
 
 

@@ -36,6 +36,9 @@ class Profile:
     pool_window: int = 325  # frames per audio token: 325 frames at 75 frames/s is about 4.33 s
     prompt: str = "musilingo"  # prompt template name, see model/prompt.py
     caption_instruction: str = "Please give a caption to the music."
+    # "" generates captions freely; "A {slow|fast} {piano|organ} piece." captions with the likeliest sentence
+    # the template allows (model/prompt.py, expand_caption_template)
+    caption_template: str = ""
     chunk_seconds: float = 30.0  # encoder chunk length; rounded to a whole number of pooling windows
     context_seconds: float = 1.0  # extra audio on each side of a chunk, dropped after encoding
     temperature: float = 0.1
@@ -56,7 +59,7 @@ class Profile:
             payload = enc
         else:
             payload = {**enc, **{k: getattr(self, k) for k in ("llm", "adapter", "prompt", "caption_instruction",
-                                                                 "llm_dtype", "max_new_tokens", "repetition_penalty")}}
+                                                                 "caption_template", "llm_dtype", "max_new_tokens", "repetition_penalty")}}
             payload["adapter_digest"] = _file_digest(self.adapter)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -133,4 +136,8 @@ def load_profile(name_or_path: str | Path, data_dir: Path | None = None, **overr
     raw = read_toml_fields(path, Profile, "profile ")
     raw.setdefault("name", path.stem)
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if raw.get("caption_template"):
+        from model.prompt import expand_caption_template
+
+        expand_caption_template(raw["caption_template"])  # a malformed template fails here, not mid-scan
     return Profile(**raw, source=str(path))

@@ -2,11 +2,17 @@
 
 The model works from stored audio tokens (see model/encoder.py), so a library is encoded once and
 captioned, questioned or trained on without touching the audio again. Everything a caller needs is a
-method: `caption`, `ask`, `stream`, `generate`, `loss`.
+method: `caption`, `ask`, `stream`, `generate`, `loss`, `score`.
+
+Captions are generated freely, or, when the profile has a `caption_template`, are the sentence the
+template allows that the model scores likeliest as the answer to the captioning instruction (all
+sentences scored jointly, teacher-forced): a 135M LLM keeps no caption form of its own, so the lite
+profile names what its adapter conveys in a fixed sentence (docs/benchmarks.md, session 6).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +25,11 @@ from model.checkpoints import load_adapter
 from model.config import Profile, load_profile, resolve_path
 from model.encoder import Encoder
 from model.llm import load_llm
-from model.prompt import cut_at_stop, get_template, text_after_audio
+from model.prompt import cut_at_stop, expand_caption_template, get_template, text_after_audio
 
 STAGE1_MAX_TOKENS = 32  # caption tokens in stage-1 pre-training, "\n" included
 STAGE2_MAX_TOKENS = 160  # answer tokens in instruction tuning, "###" included
+SCORE_ROWS = 48  # sentences scored per LLM forward pass: bounds the memory of template captions
 
 
 @dataclass
@@ -133,6 +140,53 @@ class MusiLingo(nn.Module):
         embeds, mask, labels = self.loss_inputs(audio, targets, questions)
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
+    def _target_logprobs(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Sum over each row of log p(ids[j] | hidden[j]) where ids >= 0. The LM head runs on those positions
+        only: over a 49k-word vocabulary the full logits of a template's sentences would take most of the memory."""
+        rows, cols = (ids >= 0).nonzero(as_tuple=True)
+        logits = self.llm.get_output_embeddings()(hidden[rows, cols]).float()
+        picked = torch.log_softmax(logits, -1).gather(-1, ids[rows, cols][:, None])[:, 0]
+        return torch.zeros(len(ids), device=picked.device).index_add_(0, rows, picked)
+
+    @torch.no_grad()
+    def score(self, audio: list[torch.Tensor], targets: list[str], questions: list[str]) -> torch.Tensor:
+        """Log-likelihood of each target (its tokens and the stop string) as the answer to its question."""
+        out = []
+        for i in range(0, len(targets), SCORE_ROWS):
+            embeds, mask, labels = self.loss_inputs(audio[i:i + SCORE_ROWS], targets[i:i + SCORE_ROWS],
+                                                    questions[i:i + SCORE_ROWS])
+            hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            out.append(self._target_logprobs(hidden[:, :-1], labels[:, 1:]))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _template_caption(self, audio: torch.Tensor) -> Generation:
+        """`score` of every sentence of the template, with the shared prompt run once and its cache reused
+        (the sentences are a quarter of the tokens: 3x faster than scoring whole rows)."""
+        sentences = expand_caption_template(self.profile.caption_template)
+        pieces, n_prompt = self._prompt_pieces(audio, self.profile.caption_instruction, None)
+        decoder = self.llm.get_decoder()
+        prompt = decoder(inputs_embeds=torch.cat(pieces)[None], use_cache=True)
+        targets = [self._ids(s + self.template.stop)[:STAGE2_MAX_TOKENS] for s in sentences]
+        scores = []
+        for i in range(0, len(targets), SCORE_ROWS):
+            part = targets[i:i + SCORE_ROWS]
+            cache = copy.deepcopy(prompt.past_key_values)
+            cache.batch_repeat_interleave(len(part))
+            embeds, mask = self._pad_rows([self._embed_ids(t) for t in part], left=False)
+            hidden = decoder(inputs_embeds=embeds, attention_mask=torch.cat([mask.new_ones(len(part), n_prompt), mask], 1),
+                             cache=cache).last_hidden_state
+            # The first target token is predicted from the prompt's last position, each next from the one before.
+            hidden = torch.cat([prompt.last_hidden_state[:, -1:].expand(len(part), 1, -1), hidden[:, :-1]], 1)
+            ids = torch.full(mask.shape, -100, dtype=torch.long, device=self.device)
+            for row, t in enumerate(part):
+                ids[row, : len(t)] = torch.tensor(t, device=self.device)
+            scores.append(self._target_logprobs(hidden, ids))
+        best = int(torch.cat(scores).argmax())
+        return Generation(sentences[best], self._ids(sentences[best]), int(audio.shape[0]), n_prompt,
+                          extra={"decoding": "template", "log_likelihood": round(float(torch.cat(scores)[best]), 4),
+                                 "sentences": len(sentences)})
+
     # ----- generation -----------------------------------------------------------------------------------
     def _generation_kwargs(self, greedy: bool, max_new_tokens: int | None) -> dict:
         p = self.profile
@@ -170,6 +224,9 @@ class MusiLingo(nn.Module):
         return results
 
     def caption(self, audio: list[torch.Tensor], greedy: bool = False, max_new_tokens: int | None = None) -> list[Generation]:
+        """One caption per audio; with a caption template, decoding settings do not apply (nothing is sampled)."""
+        if self.profile.caption_template:
+            return [self._template_caption(a) for a in audio]
         questions = [self.profile.caption_instruction] * len(audio)
         return self.generate(audio, questions, greedy=greedy, max_new_tokens=max_new_tokens)
 

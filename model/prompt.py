@@ -10,7 +10,13 @@ Stage-1 pre-training has no prompt at all: [BOS] + audio tokens + caption + "\n"
 
 from __future__ import annotations
 
+import itertools
+import math
+import re
 from dataclasses import dataclass
+
+MAX_TEMPLATE_SENTENCES = 512  # each is one scored row per caption: a bound on a profile's caption cost
+_SLOT = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -60,3 +66,25 @@ def text_after_audio(template: Template, question: str, history: list[tuple[str,
 def cut_at_stop(text: str, stop: str) -> str:
     """Generated text up to the first stop string, as the reference evaluation cuts it."""
     return text.split(stop, 1)[0].strip()
+
+
+def expand_caption_template(template: str) -> list[str]:
+    """Every sentence a caption template allows, e.g. "A {slow|fast} piece." -> ["A slow piece.", "A fast piece."].
+
+    Why: a profile whose LLM cannot be trusted to keep a caption's form (a 135M model writes its own prose
+    whatever the audio tokens say) captions by scoring these sentences instead of free generation.
+    """
+    slots = [m.group(1).split("|") for m in _SLOT.finditer(template)]
+    rest = _SLOT.sub("", template)
+    if "{" in rest or "}" in rest or any("" in choices for choices in slots):
+        raise ValueError(f"caption template {template!r}: slots are {{a|b|c}} with non-empty choices, not nested")
+    if math.prod(len(c) for c in slots) > MAX_TEMPLATE_SENTENCES:
+        raise ValueError(f"caption template {template!r} allows more than {MAX_TEMPLATE_SENTENCES} sentences")
+    pieces = _SLOT.split(template)  # text, slot, text, slot, ..., text
+    sentences = []
+    for picked in itertools.product(*slots):
+        out = pieces[0]
+        for choice, text in zip(picked, pieces[2::2], strict=True):
+            out += choice + text
+        sentences.append(out)
+    return sentences

@@ -18,6 +18,8 @@ def settings_and_profile(args: argparse.Namespace) -> tuple[Settings, Profile]:
         overrides["llm"] = args.llm
     if getattr(args, "adapter", None) is not None:
         overrides["adapter"] = args.adapter
+    if getattr(args, "free", False):
+        overrides["caption_template"] = ""
     return settings, load_profile(settings.profile, settings.data_dir, **overrides)
 
 

@@ -93,7 +93,7 @@ def lite_model():
     from model.config import load_profile
     from model.musilingo import MusiLingo
 
-    profile = load_profile("lite", adapter="", max_new_tokens=8)
+    profile = load_profile("lite", adapter="", max_new_tokens=8, caption_template="")  # free, short: fast
     return MusiLingo.from_profile(profile, "cpu", cache_dir=MODELS_DIR, with_encoder=True)
 
 

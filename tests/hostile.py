@@ -585,7 +585,7 @@ def make_data_dir(data: Path) -> Path:
     if not (data / "models").exists():
         (data / "models").symlink_to(models, target_is_directory=True)
     (data / "profiles").mkdir(exist_ok=True)
-    lite_variant(data / "profiles" / f"{PROFILE}.toml", adapter="", max_new_tokens=4)
+    lite_variant(data / "profiles" / f"{PROFILE}.toml", adapter="", max_new_tokens=4, caption_template="")
     return data
 
 

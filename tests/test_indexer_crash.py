@@ -101,7 +101,7 @@ def test_sigkill_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path):
                     seconds=2.0, seed=60 + i)
     (data / "profiles").mkdir(parents=True)
     (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
-    lite_variant(data / "profiles" / "lite-fresh.toml", adapter="", max_new_tokens=4)
+    lite_variant(data / "profiles" / "lite-fresh.toml", adapter="", max_new_tokens=4, caption_template="")
     cmd = [sys.executable, "-m", "indexer", "scan", str(lib), "--data-dir", str(data), "--profile", "lite-fresh",
            "--greedy", "--commit-every", "2", "--json"]
 

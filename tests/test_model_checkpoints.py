@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from model.checkpoints import CheckpointError, load_adapter, load_prefixed, save_adapter
 from model.config import ModelNotFoundError, load_profile, resolve_path
+from model.prompt import expand_caption_template
 from model.settings import load_settings
 
 D_ENC, D_LLM = 24, 40
@@ -141,11 +142,18 @@ def test_caption_cli_json(tmp_path) -> None:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000), w.writeframes(samples.tobytes())
     (tmp_path / "bad.mp3").write_bytes(b"not audio at all")
     cmd = [sys.executable, "-m", "model", "caption", str(path), str(tmp_path / "bad.mp3"), "--json", "--greedy",
-           "--max-new-tokens", "6", "--adapter", "", "--data-dir", str(tmp_path)]
+           "--max-new-tokens", "6", "--adapter", "", "--data-dir", str(tmp_path), "--free"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 1  # one file failed
     good = next(r for r in rows if r["file"] == str(path))
     assert good["audio_tokens"] == 3 and 0 < len(good["token_ids"]) <= 6 and good["profile"] == "lite"
+    assert good["decoding"] == "greedy"
     bad = next(r for r in rows if r["file"].endswith("bad.mp3"))
     assert "cannot open as media" in bad["error"] or "decode" in bad["error"]
+    # Without --free the lite profile's caption is the likeliest sentence of its template.
+    done = subprocess.run(cmd[:5] + cmd[6:-1], capture_output=True, text=True, timeout=300)
+    row = json.loads(done.stdout.splitlines()[0])
+    assert done.returncode == 0 and row["decoding"] == "template" and row["sentences"] == 42
+    assert row["caption"] in expand_caption_template(load_profile("lite").caption_template)
+    assert row["log_likelihood"] < 0 and len(row["token_ids"]) > 6  # --max-new-tokens does not cut a template

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from model.config import load_profile
 from model.encoder import Encoder, pool_frames
 from model.frontend import LiteFrontend, feature_slice
-from model.musilingo import MusiLingo
+from model.musilingo import SCORE_ROWS, MusiLingo
+from model.prompt import expand_caption_template
 from tests.harness import tiny_llama_folder, tiny_mert_folder, tone, write_profile
 
 
@@ -113,6 +115,38 @@ def test_history_keeps_audio_in_first_turn(tiny: MusiLingo) -> None:
                               "###Assistant: ", add_special_tokens=False).input_ids
     assert pieces[1].shape[0] == audio.shape[0] and pieces[2].shape[0] == len(text_ids)
     assert n == sum(p.shape[0] for p in pieces)
+
+
+def test_template_caption_is_the_likeliest_sentence(tiny: MusiLingo) -> None:
+    """Each sentence scored alone with full logits and no padding; the caption is the argmax, and the
+    batched scores (more sentences than one pass holds, right-padded) equal the one-by-one ones."""
+    template = "A {slow|fast} {piano|organ|synth|brass|flute} tune in {C|D|E|F|G}."
+    sentences = expand_caption_template(template)
+    assert len(sentences) == 50 > SCORE_ROWS and sentences[0] == "A slow piano tune in C."
+    model = MusiLingo(replace(tiny.profile, caption_template=template), tiny.llm, tiny.tokenizer, 32, tiny.adapter)
+    question = model.profile.caption_instruction
+    torch.manual_seed(3)
+    for audio in (torch.randn(3, 32), torch.randn(1, 32)):
+        alone = []
+        for sentence in sentences:
+            embeds, _, labels = model.loss_inputs([audio], [sentence], [question])
+            with torch.no_grad():
+                logp = torch.log_softmax(model.llm(inputs_embeds=embeds).logits[0, :-1], -1)
+            alone.append(sum(float(logp[i, t]) for i, t in enumerate(labels[0, 1:].tolist()) if t >= 0))
+        batched = model.score([audio] * len(sentences), sentences, [question] * len(sentences))
+        torch.testing.assert_close(batched, torch.tensor(alone), atol=1e-4, rtol=1e-5)
+        gen = model.caption([audio])[0]
+        assert gen.text == sentences[int(np.argmax(alone))]
+        assert gen.n_audio_tokens == audio.shape[0] and tiny.tokenizer.decode(gen.token_ids) == gen.text
+        assert gen.extra["sentences"] == 50 and gen.extra["log_likelihood"] == pytest.approx(max(alone), abs=1e-3)
+
+
+def test_caption_template_is_checked_when_the_profile_loads(tmp_path) -> None:
+    good = load_profile(write_profile(tmp_path / "a.toml", caption_template="A {slow|fast} piece."))
+    assert good.version() != load_profile(write_profile(tmp_path / "b.toml", caption_template="")).version()
+    for bad in ("A {slow|} piece.", "A {slow|{fast}} piece.", "A slow} piece.", "{a|b|c|d|e|f|g|h} " * 4):
+        with pytest.raises(ValueError, match="caption template"):
+            load_profile(write_profile(tmp_path / "c.toml", caption_template=bad))
 
 
 @settings(max_examples=200, deadline=None)

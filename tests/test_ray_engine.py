@@ -199,7 +199,7 @@ def test_driver_killed_mid_scan_resumes_without_redoing_tracks(cluster, adapter:
     data = tmp_path / "data"
     address = ray.get_runtime_context().gcs_address
     profile = tmp_path / "driver.toml"  # the lite profile with this adapter and 32-token captions
-    lite_variant(profile, adapter=str(adapter), max_new_tokens=32)
+    lite_variant(profile, adapter=str(adapter), max_new_tokens=32, caption_template="")
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "MUSILINGO_DECODE_WORKERS": "0",
            "MUSILINGO_DEVICE": "cpu", "MUSILINGO_CAPTION_BATCH_SIZE": "1"}
     cmd = [sys.executable, "-m", "indexer", "scan", str(library), "--engine", "ray", "--address", address,

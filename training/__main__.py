@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-audio", action="store_true", help="only the no-audio baseline")
     e.add_argument("--shuffled", action="store_true",
                    help="also run with each clip's audio swapped for another clip's (what the model hears)")
+    e.add_argument("--free-captions", action="store_true",
+                   help="generate captions freely even when the profile has a caption template")
     e.add_argument("--forced-choice", action="store_true",
                    help="synth: also score each clip's summary caption with every value of each attribute")
     e.add_argument("--threads", type=int, default=0)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from training.datasets import CAPTION_INSTRUCTION, Item, read_dataset
+from training.datasets import Item, read_dataset
 from training.metrics import (
     PARSED_ATTRIBUTES,
     attribute_accuracy,
@@ -65,9 +65,9 @@ def select_items(items: list[Item], limit_clips: int = 0, qa_per_clip: int = 0,
 
 
 def generate_all(model, items: list[Item], tokens: dict[str, torch.Tensor], no_audio: bool, batch: int,
-                 caption_tokens: int, qa_tokens: int, instruction: str = CAPTION_INSTRUCTION,
-                 log=None, zero_audio: bool = False) -> list[str]:
-    """Greedy answers for every item, batched by task (similar prompt lengths batch together).
+                 caption_tokens: int, qa_tokens: int, log=None, zero_audio: bool = False) -> list[str]:
+    """Greedy answers for every item, batched by task (similar prompt lengths batch together); captions
+    come from `model.caption`, so a profile's caption template applies.
 
     Without audio every item with the same question has the same prompt, so greedy decoding gives the
     same text: each distinct question is generated once and the answer reused.
@@ -79,7 +79,7 @@ def generate_all(model, items: list[Item], tokens: dict[str, torch.Tensor], no_a
             distinct.setdefault(it.question or "", i)
         firsts = list(distinct.values())
         sub = generate_all(model, [items[i] for i in firsts], tokens, False, batch, caption_tokens, qa_tokens,
-                           instruction, log, zero_audio=True)
+                           log, zero_audio=True)
         by_q = {items[i].question or "": t for i, t in zip(firsts, sub, strict=True)}
         return [by_q[it.question or ""] for it in items]
     texts: list[str | None] = [None] * len(items)
@@ -91,9 +91,10 @@ def generate_all(model, items: list[Item], tokens: dict[str, torch.Tensor], no_a
             for i in part:
                 a = tokens[items[i].audio_key]
                 audio.append(a[:0] if zero_audio else a)
-            questions = [items[i].question or instruction for i in part]
-            gens = model.generate(audio, questions, greedy=True,
-                                  max_new_tokens=caption_tokens if is_caption else qa_tokens)
+            if is_caption:
+                gens = model.caption(audio, greedy=True, max_new_tokens=caption_tokens)
+            else:
+                gens = model.generate(audio, [items[i].question for i in part], greedy=True, max_new_tokens=qa_tokens)
             for i, g in zip(part, gens, strict=True):
                 texts[i] = g.text
             say(f"eval{' (no audio)' if zero_audio else ''}: {'captions' if is_caption else 'qa'} "
@@ -109,12 +110,8 @@ def forced_choice(model, items: list[Item], tokens: dict[str, torch.Tensor], ins
     for key, labels in clips.items():
         for attr, values in ATTRIBUTE_VALUES.items():
             targets = [summary_caption({**labels, attr: v}) for v in values]
-            embeds, mask, target_ids = model.loss_inputs([tokens[key]] * len(values), targets,
-                                                         [instruction] * len(values))
-            logp = torch.log_softmax(model.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1].float(), -1)
-            ids = target_ids[:, 1:]
-            picked = logp.gather(-1, ids.clamp(min=0)[..., None])[..., 0] * (ids >= 0)
-            right[attr] += values[int(picked.sum(1).argmax())] == labels[attr]
+            scores = model.score([tokens[key]] * len(values), targets, [instruction] * len(values))
+            right[attr] += values[int(scores.argmax())] == labels[attr]
     return {attr: {"accuracy": n / max(1, len(clips)), "n": len(clips)} for attr, n in right.items()}
 
 
@@ -189,7 +186,7 @@ def main(args) -> int:
     say(result.report())
     attrs = tuple(a for a in (args.qa_attributes or "").split(",") if a)
     items = select_items(result.items, args.limit, args.qa_per_clip, attrs)
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile, caption_template="" if args.free_captions else None)
     need_encoder = not args.cache
     model = MusiLingo.from_profile(profile, args.device, cache_dir=Path(args.model_cache_dir),
                                    with_encoder=need_encoder, adapter=args.adapter)
@@ -209,7 +206,8 @@ def main(args) -> int:
     report: dict = {"dataset": args.dataset, "root": str(args.root), "split": args.split,
                     "items": len(items), "clips": len({it.audio_key for it in items}),
                     "missing_audio": result.missing_audio, "adapter": args.adapter or profile.adapter,
-                    "profile": profile.name, "decoding": "greedy"}
+                    "profile": profile.name,
+                    "decoding": {"captions": "template" if profile.caption_template else "greedy", "answers": "greedy"}}
     if synth:
         clip_labels = {it.audio_key: it.meta.get("labels", {}) for it in items}
         report["majority_class_accuracy"] = majority_accuracy(list(clip_labels.values()), CAPTION_ATTRIBUTES)
@@ -221,7 +219,7 @@ def main(args) -> int:
         start = time.monotonic()
         run_tokens = shuffled_tokens(items, tokens) if name == "shuffled_audio" else tokens
         texts = generate_all(model, items, run_tokens, no_audio, args.batch, args.max_new_tokens,
-                             min(args.max_new_tokens, args.qa_max_new_tokens), profile.caption_instruction, say)
+                             min(args.max_new_tokens, args.qa_max_new_tokens), say)
         report[name] = score(items, texts, synth)
         if synth and args.forced_choice and name != "no_audio":  # without audio every clip scores alike
             report[name]["caption_forced_choice"] = forced_choice(model, items, run_tokens, profile.caption_instruction)
