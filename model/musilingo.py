@@ -182,9 +182,10 @@ class MusiLingo(nn.Module):
             for row, t in enumerate(part):
                 ids[row, : len(t)] = torch.tensor(t, device=self.device)
             scores.append(self._target_logprobs(hidden, ids))
-        best = int(torch.cat(scores).argmax())
+        total = torch.cat(scores)
+        best = int(total.argmax())
         return Generation(sentences[best], self._ids(sentences[best]), int(audio.shape[0]), n_prompt,
-                          extra={"decoding": "template", "log_likelihood": round(float(torch.cat(scores)[best]), 4),
+                          extra={"decoding": "template", "log_likelihood": round(float(total[best]), 4),
                                  "sentences": len(sentences)})
 
     # ----- generation -----------------------------------------------------------------------------------
