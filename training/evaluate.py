@@ -1,7 +1,8 @@
 """`python -m training eval`: greedy generation on a test split, then the captioning and QA metrics.
 
-Caption items (question None) are asked the captioning instruction and scored with the captioning
-metrics; question/answer items with the QA metrics (published per-sample forms and standard forms, see
+Caption items (question None) are captioned as the profile captions (greedy generation after the
+captioning instruction, or the likeliest sentence of its caption template; `--free-captions` generates
+even then) and scored with the captioning metrics; question/answer items with the QA metrics (published per-sample forms and standard forms, see
 training/metrics.py). On the synthetic corpus the report adds attribute accuracy: instrument family,
 tempo class and mode parsed from each generated caption and compared with the clip's labels, and QA
 accuracy (the asked attribute parsed from the generated answer). `--baseline` repeats everything with
