@@ -322,16 +322,28 @@ class SearchEngine:
         if allowed is not None:
             params = {k: v for k, v in params.items() if not k.startswith("f_")}
         warm = tracks != "tracks"
-        sql = rank.search_sql(termids, len(like_words), q.runs, genres, q.filter_sql, check_tracks=not warm,
-                              tracks=tracks, allowed=None if allowed is None else ALLOWED_TABLE)
+
+        def ranked(head_only: bool, **page: int) -> list[dict]:
+            sql = rank.search_sql(termids, len(like_words), q.runs, genres, q.filter_sql, check_tracks=not warm,
+                                  tracks=tracks, allowed=None if allowed is None else ALLOWED_TABLE,
+                                  head_only=head_only)
+            return _rows(db, sql, {**params, **page})
+
+        # A tail track can only be boosted by a genre the query names: one of the snapshot's, or any of
+        # its word runs for tracks matched by substring.
+        genre_chars = max((len(g) for g in (q.runs if like_words else [g for g, _ in genres])),
+                          default=0)
+        tail_best = rank.max_tail_score(genre_chars, params["phrase_len"])
         if allowed is not None:
             db.register(ALLOWED_TABLE, {"id": allowed})
         try:
-            rows = _rows(db, sql, params)
+            rows = ranked(head_only=True)
+            if not rank.head_page_is_exact(rows, params["limit"], tail_best):
+                rows = ranked(head_only=False)
             if rows or not params["offset"]:
                 total = int(rows[0]["total"]) if rows else 0
             else:  # a page past the end: the total still comes from the first row
-                first = _rows(db, sql, {**params, "offset": 0, "limit": 1})
+                first = ranked(head_only=True, offset=0, limit=1)
                 total = int(first[0]["total"]) if first else 0
         finally:
             if allowed is not None:

@@ -165,8 +165,9 @@ def _score(srank: str, krank: str, boosts: list[str]) -> str:
 
 
 def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
-               filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None) -> str:
-    """The ranked page of one search: ids, scores, ranks, name boosts and the total.
+               filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None,
+               head_only: bool = False) -> str:
+    """The ranked page of one search: ids, scores, ranks, name boosts, the total and the tail's size.
 
     `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched);
     `n_like`: query words matched by substring (all tracks without a snapshot, else tracks indexed
@@ -178,6 +179,13 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     of the tracks that are done and pass the filters, computed once for the vector search too, so the
     filters are not evaluated again here. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit,
     $offset, $like0.. and the filters' (unless `allowed`).
+
+    `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
+    tracks named by title, artist or album) and count the rest, the tail: keyword matches that score
+    at most `max_tail_score`. At a million tracks a broad query matches a quarter of the library by
+    keyword, and carrying all of those through the joins and the sort cost more than summing their BM25
+    weights (docs/benchmarks.md); the page is the same whenever `head_page_is_exact` says so. The
+    column `tail` counts the tail's tracks (0 when not `head_only`: the page ranks everything).
     """
     snapshot = termids is not None
     stale = snapshot and n_like > 0
@@ -202,6 +210,22 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
     named = " UNION ALL ".join(name_parts) or empty.format("NULL::VARCHAR AS field, NULL::INTEGER AS chars")
     ctes.append(f"named AS (SELECT track_id, {per_field} FROM ({named}) GROUP BY track_id)")
+    named_fields = [f for f in NAME_FIELDS if f != "genre"]
+    others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in named_fields)
+    keyword_list = "kw"
+    if head_only:  # the keyword matches that pass the filters; the head's keyword scores from them
+        if allowed is not None:
+            ctes.append(f"kw_all AS (SELECT k.* FROM kw k SEMI JOIN {allowed} a ON a.id = k.track_id)")
+        elif check_tracks:
+            ctes.append(f"""kw_all AS (SELECT k.* FROM kw k JOIN {tracks} t ON t.id = k.track_id
+                WHERE t.status = 'done' {filters_sql})""")
+        else:
+            ctes.append("kw_all AS (SELECT * FROM kw)")
+        ctes.append(f"""kw_head AS (
+            SELECT track_id FROM (SELECT track_id FROM kw_all ORDER BY keyword DESC, track_id LIMIT {KEYWORD_DEPTH})
+            UNION SELECT track_id FROM sem UNION SELECT track_id FROM named n WHERE {others})""")
+        ctes.append("kw_part AS (SELECT k.* FROM kw_all k SEMI JOIN kw_head h ON h.track_id = k.track_id)")
+        keyword_list = "kw_part"
     # Each track is in each list at most once, so outer joins (against the small semantic and name lists)
     # line the lists up without aggregating the long keyword list again.
     # A genre only adds to the score of a track found otherwise (by its caption's meaning, its keywords or
@@ -210,11 +234,9 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     # the word is in over half the catalog and the query has rarer ones (COMMON_TERM_SHARE), when listing
     # them all is what that rule avoids. So genre name rows go through the full join but leave no row of
     # their own, and the genres of many tracks are tested per candidate in their bitmaps.
-    named_fields = [f for f in NAME_FIELDS if f != "genre"]
-    others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in named_fields)
     lists = f"""SELECT coalesce(k.track_id, s.track_id, n.track_id) AS id, s.semantic, k.keyword,
                {", ".join(f"n.n_{f}" for f in NAME_FIELDS)}
-        FROM kw k FULL JOIN sem s ON s.track_id = k.track_id
+        FROM {keyword_list} k FULL JOIN sem s ON s.track_id = k.track_id
         FULL JOIN named n ON n.track_id = coalesce(k.track_id, s.track_id)
         {f"WHERE k.track_id IS NOT NULL OR s.track_id IS NOT NULL OR {others}" if genre_rows else ""}"""
     joins, genre = _genre_sql(bitmaps, genre_rows, stale)
@@ -243,10 +265,30 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
         FROM cand c LEFT JOIN kw_top k ON k.id = c.id LEFT JOIN sem_top s ON s.id = c.id
         ORDER BY score DESC, c.keyword DESC NULLS LAST, c.id LIMIT $limit OFFSET $offset)""")
     boosts = ", ".join(f"{_boost(f, f'n_{f}')} AS b_{f}" for f in named_fields)
+    if head_only:  # every keyword match, and the head's tracks found otherwise
+        counts = """(SELECT count(*) FROM kw_all) + (SELECT count(*) FROM cand WHERE keyword IS NULL) AS total,
+           (SELECT count(*) FROM kw_all) - (SELECT count(*) FROM kw_part) AS tail"""
+    else:
+        counts = "(SELECT count(*) FROM cand) AS total, 0 AS tail"
     return f"""WITH {", ".join(ctes)}
-    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre, score,
-           (SELECT count(*) FROM cand) AS total
+    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre, score, {counts}
     FROM page ORDER BY score DESC, keyword DESC NULLS LAST, id"""
+
+
+def max_tail_score(genre_chars: int, phrase_len: int) -> float:
+    """The best score a tail track (a keyword match ranked past KEYWORD_DEPTH, in no other list and not
+    named) can have: the last keyword rank's share plus the longest genre the query may name
+    (`genre_chars`: the characters of the longest such genre, 0 if none)."""
+    return W_KEYWORD / (RRF_K + KEYWORD_DEPTH + 1) + NAME_BOOST["genre"] * genre_chars / max(1, phrase_len)
+
+
+def head_page_is_exact(rows: list[dict], limit: int, tail_best: float) -> bool:
+    """Whether a `head_only` page is the full ranking's page: no tail, or a full page whose last score
+    beats any tail track's (`tail_best`, from `max_tail_score`; the margin absorbs rounding). An empty
+    page says nothing of the tail (its count comes with the rows), so it is not taken as exact."""
+    if not rows:
+        return False
+    return not rows[0]["tail"] or (len(rows) == limit and rows[-1]["score"] > tail_best + 1e-9)
 
 
 def browse_sql(filters_sql: str, tracks: str) -> str:

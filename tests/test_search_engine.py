@@ -408,6 +408,32 @@ def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library
     assert reader.analyze(odd[0], ("new", "emoji", "piano")) == reader._analyze_sql(odd[0], ("new", "emoji", "piano"))
 
 
+def _ranking_inputs(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
+                    analyzed: tuple[str, list[str]]) -> tuple:
+    """What the engine passes the ranking SQL for a query, computed the way it does: (arguments of
+    `rank.search_sql` before `filters_sql`, the filters' SQL, parameters, allowed ids)."""
+    from search import rank
+
+    parsed = parse_query(query)
+    phrase, stems = analyzed
+    filter_sql, params = filters.sql()
+    termids = None
+    if snapshot is not None:  # the rarer terms if any, as the engine takes them
+        found = db.execute(rank.terms_sql(stems)).fetchall()
+        termids = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]] or \
+            [t for t, _, _ in found]
+    runs = rank.word_runs(phrase)
+    genres = db.execute(rank.genres_sql(runs)).fetchall() if snapshot is not None and runs else []
+    n_like = 0 if snapshot is not None else len(parsed.words)
+    allowed = engine._allowed(db, tracks, filters, filter_sql, params)
+    ids, sims = engine.text_index.search(engine.embedder().encode([parsed.text])[0], rank.SEMANTIC_DEPTH, allowed)
+    keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
+    ids, sims = ids[keep], sims[keep]
+    params.update(sem_ids=ids.tolist(), sem_sims=sims.astype(float).tolist(), phrase_len=max(1, len(phrase)),
+                  limit=200, offset=0, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
+    return (termids, n_like, runs, genres), filter_sql, params, allowed
+
+
 def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
                      analyzed: tuple[str, list[str]]) -> tuple:
     """A filtered query's ranking SQL restricted by the registered allowed ids (as the engine runs it) and
@@ -415,23 +441,11 @@ def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str,
     from search import rank
     from search.engine import ALLOWED_TABLE
 
-    parsed = parse_query(query)
-    phrase, stems = analyzed
-    filter_sql, params = filters.sql()
-    termids = None
-    if snapshot is not None:
-        termids = [t for t, _, _ in db.execute(rank.terms_sql(stems)).fetchall()]
-    runs = rank.word_runs(phrase)
-    genres = db.execute(rank.genres_sql(runs)).fetchall() if snapshot is not None and runs else []
-    n_like = 0 if snapshot is not None else len(parsed.words)
-    allowed = engine._allowed(db, tracks, filters, filter_sql, params)
-    ids, sims = engine.text_index.search(engine.embedder().encode([parsed.text])[0], rank.SEMANTIC_DEPTH, allowed)
-    params.update(sem_ids=ids.tolist(), sem_sims=sims.astype(float).tolist(), phrase_len=max(1, len(phrase)),
-                  limit=200, offset=0, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
-    before = db.execute(rank.search_sql(termids, n_like, runs, genres, filter_sql, True, tracks), params).fetchall()
+    args, filter_sql, params, allowed = _ranking_inputs(engine, db, snapshot, tracks, query, filters, analyzed)
+    before = db.execute(rank.search_sql(*args, filter_sql, True, tracks), params).fetchall()
     db.register(ALLOWED_TABLE, {"id": allowed})
     try:
-        sql = rank.search_sql(termids, n_like, runs, genres, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE)
+        sql = rank.search_sql(*args, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE)
         now = db.execute(sql, {k: v for k, v in params.items() if not k.startswith("f_")}).fetchall()
     finally:
         db.unregister(ALLOWED_TABLE)
@@ -469,3 +483,74 @@ def test_filtered_ranking_by_allowed_ids_equals_filtering_in_sql(engine, warm) -
                         assert now == before, (query, filters, snapshot is None)
                         compared += len(now)
     assert compared > 100
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["snapshot", "catalog"])
+def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypatch, warm) -> None:
+    """The engine first ranks only the head (the best keyword matches, the semantic list, named tracks) and
+    counts the tail; it keeps that page when `head_page_is_exact` says no tail track could be on it. With
+    the keyword depth cut to 3 so this 48-track library has a tail: every page so kept equals the full
+    ranking's, totals agree, both decisions occur, and the engine's pages are the full ranking's."""
+    from search import rank
+    from search.engine import ALLOWED_TABLE
+    from search.fts import attach_snapshot
+
+    monkeypatch.setattr(rank, "KEYWORD_DEPTH", 3)
+    queries = ["calm piano", "slow sad strings", "jazz piano", "energetic rock with a backbeat", "aurora fields"]
+    filter_cases = [Filters(), Filters(genre="Jazz"), Filters(min_duration=100, max_duration=250)]
+    pages = [(0, 5), (0, 20), (5, 5), (12, 7), (40, 10)]
+    reader = engine.reader()
+    analyzed = {q: reader.analyze(parse_query(q).text, parse_query(q).words) for q in queries}
+    kept, redone = 0, 0
+    expected: dict[tuple, list[int]] = {}  # (query, offset, limit) -> the full ranking's page, unfiltered
+
+    def rows(db, sql: str, params: dict) -> list[dict]:
+        cur = db.execute(sql, params)
+        return [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
+
+    def compare(db, snapshot, tracks: str) -> None:
+        nonlocal kept, redone
+        for query in queries:
+            for filters in filter_cases:
+                args, filter_sql, params, allowed = _ranking_inputs(engine, db, snapshot, tracks, query, filters,
+                                                                     analyzed[query])
+                termids, n_like, runs, genres = args
+                if allowed is not None:
+                    params = {k: v for k, v in params.items() if not k.startswith("f_")}
+                    db.register(ALLOWED_TABLE, {"id": allowed})
+                table = None if allowed is None else ALLOWED_TABLE
+                best = rank.max_tail_score(max(map(len, runs if n_like else [g for g, _ in genres]), default=0),
+                                           params["phrase_len"])
+                try:
+                    for offset, limit in pages:
+                        page = {**params, "offset": offset, "limit": limit}
+                        full, head = (rows(db, rank.search_sql(*args, filter_sql, tracks == "tracks", tracks, table,
+                                                               head_only=h), page) for h in (False, True))
+                        if full and head:
+                            assert head[0]["total"] == full[0]["total"], (query, filters, offset)
+                        if rank.head_page_is_exact(head, limit, best):
+                            strip = [{k: v for k, v in r.items() if k != "tail"} for r in head]
+                            assert strip == [{k: v for k, v in r.items() if k != "tail"} for r in full], \
+                                (query, filters, offset)
+                            kept += 1
+                        else:
+                            redone += 1
+                        if not filters.active():
+                            expected[query, offset, limit] = [r["id"] for r in full]
+                finally:
+                    if allowed is not None:
+                        db.unregister(ALLOWED_TABLE)
+
+    if warm:
+        with reader.lock:
+            meta = reader.current()
+            assert meta is not None
+            compare(reader.con, meta, "kw.kw_tracks")
+        for (query, offset, limit), ids in expected.items():
+            assert [h.track_id for h in engine.search(query, top_k=limit, offset=offset).hits] == ids, (query, offset)
+    else:
+        with engine.catalog.read() as conn:
+            db = conn.connection.driver_connection
+            for snapshot in (None, attach_snapshot(db, engine.catalog)):
+                compare(db, snapshot, "tracks")
+    assert kept > 20 and redone > 5, (kept, redone)
