@@ -9,7 +9,9 @@ and the FAISS indexes are loaded once, lazily, and reloaded when the scan rewrit
 from __future__ import annotations
 
 import json
+import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -34,6 +36,10 @@ from search.query import ParsedQuery, parse_query
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
 ALLOWED_TABLE = "search_allowed_ids"  # a filtered search's allowed track ids, registered for its ranking SQL
+# Runs each search's keyword stage while the searching thread embeds the query (see `_rank`); shared by
+# the engines of a process. Four stages at once: one per search in flight (searches on the warm snapshot
+# take turns, those on the catalog each have their own connection).
+_KEYWORD_STAGES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search-keywords")
 
 
 class SearchError(ValueError):
@@ -136,6 +142,17 @@ def _rows(db: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = 
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
+def _bound(sql: str, params: dict) -> dict:
+    """The parameters a statement names (DuckDB refuses any others)."""
+    names = set(re.findall(r"\$(\w+)", sql))
+    return {k: v for k, v in params.items() if k in names}
+
+
+def _run_all(db: duckdb.DuckDBPyConnection, statements: list[str], params: dict) -> None:
+    for sql in statements:
+        db.execute(sql, _bound(sql, params))
+
+
 @dataclass(frozen=True)
 class _Query:
     """One search, prepared: what the ranking needs whichever store answers it."""
@@ -143,7 +160,7 @@ class _Query:
     parsed: ParsedQuery
     stems: list[str]
     runs: list[str]
-    vec: np.ndarray | None
+    semantic: bool  # whether there is a text index to ask
     filters: Filters
     filter_sql: str
     params: dict
@@ -262,12 +279,12 @@ class SearchEngine:
         if not reader.ok:
             notes.append(reader.error)
         phrase, stems = reader.analyze(parsed.text, parsed.words)
-        vec = self.embedder().encode([parsed.text])[0] if self.text_index.available else None
-        if vec is None:
+        semantic = self.text_index.available
+        if not semantic:
             notes.append("The semantic index has not been built yet (run `python -m indexer scan`); "
                          "showing keyword matches only.")
         params.update(phrase_len=max(1, len(phrase)))
-        query = _Query(parsed, stems, rank.word_runs(phrase), vec, filters, filter_sql, params)
+        query = _Query(parsed, stems, rank.word_runs(phrase), semantic, filters, filter_sql, params)
         with reader.lock:  # the warm snapshot answers alone while it reflects the catalog exactly
             meta = reader.current()
             found = None
@@ -308,35 +325,36 @@ class SearchEngine:
             if not snapshot["stale"]:
                 like_words = []  # the snapshot holds every track: BM25 covers them all
         params = dict(q.params)
-        sem_ids: list[int] = []
-        sem_sims: list[float] = []
         # The filters are evaluated once: their ids restrict the vector search and, as a registered
         # table, the ranking SQL (evaluating them again there cost 15 ms at a million tracks).
         allowed = self._allowed(db, tracks, q.filters, q.filter_sql, params)
-        if q.vec is not None:
-            ids, sims = self.text_index.search(q.vec, rank.SEMANTIC_DEPTH, allowed)
-            keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
-            sem_ids, sem_sims = ids[keep].tolist(), sims[keep].astype(float).tolist()
-        params.update(sem_ids=sem_ids, sem_sims=sem_sims)
         params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
         if allowed is not None:
             params = {k: v for k, v in params.items() if not k.startswith("f_")}
         warm = tracks != "tracks"
+        shape = dict(filters_sql=q.filter_sql, check_tracks=not warm, tracks=tracks,
+                     allowed=None if allowed is None else ALLOWED_TABLE)
 
         def ranked(head_only: bool, **page: int) -> list[dict]:
-            sql = rank.search_sql(termids, len(like_words), q.runs, genres, q.filter_sql, check_tracks=not warm,
-                                  tracks=tracks, allowed=None if allowed is None else ALLOWED_TABLE,
-                                  head_only=head_only)
-            return _rows(db, sql, {**params, **page})
+            sql = rank.search_sql(termids, len(like_words), q.runs, genres, head_only=head_only, **shape)
+            return _rows(db, sql, _bound(sql, {**params, **page}))
 
         # A tail track can only be boosted by a genre the query names: one of the snapshot's, or any of
         # its word runs for tracks matched by substring.
-        genre_chars = max((len(g) for g in (q.runs if like_words else [g for g, _ in genres])),
-                          default=0)
+        genre_chars = max((len(g) for g in (q.runs if like_words else [g for g, _ in genres])), default=0)
         tail_best = rank.max_tail_score(genre_chars, params["phrase_len"])
         if allowed is not None:
             db.register(ALLOWED_TABLE, {"id": allowed})
         try:
+            # The keyword stage needs no query vector: on two cores it runs while this thread embeds the
+            # query and asks FAISS (both release the GIL), which saved a third of a broad query's time
+            # at a million tracks (docs/benchmarks.md). Nothing else uses `db` until it is done.
+            stage = _KEYWORD_STAGES.submit(_run_all, db, rank.keyword_sql(termids, len(like_words), **shape), params)
+            try:
+                sem_ids, sem_sims = self._semantic(q, allowed)
+            finally:
+                stage.result()
+            params.update(sem_ids=sem_ids, sem_sims=sem_sims)
             rows = ranked(head_only=True)
             if not rank.head_page_is_exact(rows, params["limit"], tail_best):
                 rows = ranked(head_only=False)
@@ -348,7 +366,18 @@ class SearchEngine:
         finally:
             if allowed is not None:
                 db.unregister(ALLOWED_TABLE)
+            for table in (rank.KEYWORD_TABLE, rank.LIKE_TABLE):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
         return _with_details(db, rows, snapshot=warm), total, terms
+
+    def _semantic(self, q: _Query, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
+        """The captions nearest the query in meaning (ids and cosines), among the allowed tracks."""
+        if not q.semantic:
+            return [], []
+        vec = self.embedder().encode([q.parsed.text])[0]
+        ids, sims = self.text_index.search(vec, rank.SEMANTIC_DEPTH, allowed)
+        keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
+        return ids[keep].tolist(), sims[keep].astype(float).tolist()
 
     def _explain(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...]) -> list[Hit]:
         """Hits with the words to highlight per field: the index terms matched, as written in each field

@@ -6,6 +6,7 @@ pages stay warm between queries while the snapshot still holds the catalog's tra
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import duckdb
 
@@ -45,7 +46,14 @@ def attach_snapshot(db: duckdb.DuckDBPyConnection, catalog: Catalog, alias: str 
     if not path.is_file():
         return None
     try:
-        db.execute(f"ATTACH '{quote(str(path))}' AS {alias} (READ_ONLY)")
+        try:
+            db.execute(f"ATTACH '{quote(str(path))}' AS {alias} (READ_ONLY)")
+        except duckdb.Error:
+            # Connections to one catalog file in one process share a DuckDB instance, and with it what is
+            # attached: a search in another thread may have attached the snapshot already.
+            found = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = $a", {"a": alias}).fetchone()
+            if found is None or Path(found[0]).resolve() != path.resolve():
+                raise
         meta = read_meta(db, alias)
     except duckdb.Error:  # unreadable, or an older layout
         return None

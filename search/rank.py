@@ -1,8 +1,10 @@
 """Hybrid ranking: semantic and keyword lists fused by reciprocal rank, plus boosts for named fields.
 
-Everything after the nearest-neighbour search runs as one DuckDB query per search (filters, BM25 from
-the keyword snapshot, whole-name matches, both rankings, fusion, the total count and the page), so a
-million-track catalog costs one pass over the columns involved rather than a round trip per candidate.
+A search is two DuckDB statements. The keyword stage (`keyword_sql`: BM25 from the keyword snapshot, or
+substring matches, restricted to the filters) needs no query embedding, so the engine runs it in a
+worker thread while it embeds the query and asks FAISS; the ranking (`search_sql`: whole-name matches,
+both rankings, fusion, the total count and the page) then joins the two. Each is one pass over the
+columns involved rather than a round trip per candidate.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", 
 FRESH_SQL = """SELECT id FROM tracks WHERE status = 'done'
     AND indexed_at > (SELECT coalesce(max_indexed_at, '-infinity'::TIMESTAMP) FROM kw.kw_meta)"""
 FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after the keyword snapshot
+# Temporary tables of one search, on its connection: its keyword matches with their scores, filtered,
+# and of those the tracks matched by substring (their names are read live).
+KEYWORD_TABLE = "search_keywords"
+LIKE_TABLE = "search_like"
 
 
 def word_runs(phrase: str) -> list[str]:
@@ -100,7 +106,7 @@ def _like_sql(n_words: int, fresh_only: bool) -> str:
 def _live_names_sql() -> str:
     """Names of the tracks matched by substring, normalised now (the snapshot does not hold them)."""
     cols = ", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)
-    source = f"(SELECT t.id, {cols} FROM tracks t WHERE t.id IN (SELECT track_id FROM kw_like))"
+    source = f"(SELECT t.id, {cols} FROM tracks t WHERE t.id IN (SELECT track_id FROM {LIKE_TABLE}))"
     return names_sql(source, "id", "name_")
 
 
@@ -164,21 +170,48 @@ def _score(srank: str, krank: str, boosts: list[str]) -> str:
             + " + ".join(boosts))
 
 
+def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_tracks: bool, tracks: str,
+                allowed: str | None = None) -> list[str]:
+    """The keyword stage of a search: statements that fill KEYWORD_TABLE (track_id, keyword) with every
+    keyword match that passes the filters, and LIKE_TABLE with those matched by substring.
+
+    `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched); `n_like`:
+    query words matched by substring (all tracks without a snapshot, else the tracks indexed after it);
+    `check_tracks`, `tracks`, `allowed` as for `search_sql`. Parameters: $like0.. and the filters'
+    (unless `allowed`).
+    """
+    snapshot = termids is not None
+    fresh = f"WITH fresh AS ({FRESH_SQL}) " if snapshot and n_like else ""
+    statements, parts = [], []
+    if termids:
+        parts.append(_bm25_sql(termids, stale=bool(fresh)))
+    if n_like:
+        statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {fresh}{_like_sql(n_like, fresh_only=snapshot)}")
+        parts.append(f"SELECT track_id, keyword FROM {LIKE_TABLE}")
+    kw = " UNION ALL ".join(parts) or "SELECT NULL::INTEGER AS track_id, NULL::DOUBLE AS keyword WHERE false"
+    if allowed is not None:
+        kw = f"SELECT k.* FROM ({kw}) k SEMI JOIN {allowed} a ON a.id = k.track_id"
+    elif check_tracks:
+        kw = f"""SELECT k.* FROM ({kw}) k JOIN {tracks} t ON t.id = k.track_id
+            WHERE t.status = 'done' {filters_sql}"""
+    statements.append(f"CREATE OR REPLACE TEMP TABLE {KEYWORD_TABLE} AS {fresh}{kw}")
+    return statements
+
+
 def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
                filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None,
                head_only: bool = False) -> str:
     """The ranked page of one search: ids, scores, ranks, name boosts, the total and the tail's size.
 
-    `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched);
-    `n_like`: query words matched by substring (all tracks without a snapshot, else tracks indexed
-    after it); `runs`: the query's word runs, for whole-name matches; `genres`: those of the runs that
-    are genres in the snapshot, each with whether it has a bitmap (`genres_sql`); `check_tracks`: join
-    `tracks` (the catalog's table, or the snapshot's copy when it is current) for the filters and the
-    track status, unneeded, and a scan of every track saved, when there are no filters and the snapshot
-    and the text index are current; `allowed`: instead, a table (registered on the connection) of the ids
-    of the tracks that are done and pass the filters, computed once for the vector search too, so the
-    filters are not evaluated again here. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit,
-    $offset, $like0.. and the filters' (unless `allowed`).
+    Reads KEYWORD_TABLE and LIKE_TABLE, which `keyword_sql` with the same arguments filled.
+    `termids`, `n_like` as for `keyword_sql`; `runs`: the query's word runs, for whole-name matches;
+    `genres`: those of the runs that are genres in the snapshot, each with whether it has a bitmap
+    (`genres_sql`); `check_tracks`: join `tracks` (the catalog's table, or the snapshot's copy when it is
+    current) for the filters and the track status, unneeded, and a scan of every track saved, when there
+    are no filters and the snapshot and the text index are current; `allowed`: instead, a table
+    (registered on the connection) of the ids of the tracks that are done and pass the filters, computed
+    once for the vector search too, so the filters are not evaluated again here. Parameters: $sem_ids,
+    $sem_sims, $phrase_len, $limit, $offset and the filters' (unless `allowed`).
 
     `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
     tracks named by title, artist or album) and count the rest, the tail: keyword matches that score
@@ -193,38 +226,26 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     # name rows of genres: of the snapshot's rarer genres, and of tracks matched by substring
     genre_rows = n_like > 0 or (snapshot and not all(bitmap for _, bitmap in genres))
     ctes = ["sem AS (SELECT unnest($sem_ids::INTEGER[]) AS track_id, unnest($sem_sims::DOUBLE[]) AS semantic)"]
-    keyword_parts, name_parts = [], []
+    name_parts = []
     if stale:
         ctes.append(f"fresh AS ({FRESH_SQL})")
     if snapshot:
         name_parts.append(_snapshot_names_sql(runs, stale))
-    if termids:
-        keyword_parts.append(_bm25_sql(termids, stale))
     if n_like:
-        ctes.append(f"kw_like AS ({_like_sql(n_like, fresh_only=snapshot)})")
-        keyword_parts.append("SELECT track_id, keyword FROM kw_like")
         name_parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_live_names_sql()})
             WHERE key IN ({_literals(runs)})""")
     empty = "SELECT NULL::INTEGER AS track_id, {} WHERE false"
-    ctes.append("kw AS (" + (" UNION ALL ".join(keyword_parts) or empty.format("NULL::DOUBLE AS keyword")) + ")")
     per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
     named = " UNION ALL ".join(name_parts) or empty.format("NULL::VARCHAR AS field, NULL::INTEGER AS chars")
     ctes.append(f"named AS (SELECT track_id, {per_field} FROM ({named}) GROUP BY track_id)")
     named_fields = [f for f in NAME_FIELDS if f != "genre"]
     others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in named_fields)
-    keyword_list = "kw"
-    if head_only:  # the keyword matches that pass the filters; the head's keyword scores from them
-        if allowed is not None:
-            ctes.append(f"kw_all AS (SELECT k.* FROM kw k SEMI JOIN {allowed} a ON a.id = k.track_id)")
-        elif check_tracks:
-            ctes.append(f"""kw_all AS (SELECT k.* FROM kw k JOIN {tracks} t ON t.id = k.track_id
-                WHERE t.status = 'done' {filters_sql})""")
-        else:
-            ctes.append("kw_all AS (SELECT * FROM kw)")
-        ctes.append(f"""kw_head AS (
-            SELECT track_id FROM (SELECT track_id FROM kw_all ORDER BY keyword DESC, track_id LIMIT {KEYWORD_DEPTH})
+    keyword_list = KEYWORD_TABLE
+    if head_only:  # the head's keyword scores
+        ctes.append(f"""kw_head AS (SELECT track_id FROM (
+                SELECT track_id FROM {KEYWORD_TABLE} ORDER BY keyword DESC, track_id LIMIT {KEYWORD_DEPTH})
             UNION SELECT track_id FROM sem UNION SELECT track_id FROM named n WHERE {others})""")
-        ctes.append("kw_part AS (SELECT k.* FROM kw_all k SEMI JOIN kw_head h ON h.track_id = k.track_id)")
+        ctes.append(f"kw_part AS (SELECT k.* FROM {KEYWORD_TABLE} k SEMI JOIN kw_head h ON h.track_id = k.track_id)")
         keyword_list = "kw_part"
     # Each track is in each list at most once, so outer joins (against the small semantic and name lists)
     # line the lists up without aggregating the long keyword list again.
@@ -266,8 +287,8 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
         ORDER BY score DESC, c.keyword DESC NULLS LAST, c.id LIMIT $limit OFFSET $offset)""")
     boosts = ", ".join(f"{_boost(f, f'n_{f}')} AS b_{f}" for f in named_fields)
     if head_only:  # every keyword match, and the head's tracks found otherwise
-        counts = """(SELECT count(*) FROM kw_all) + (SELECT count(*) FROM cand WHERE keyword IS NULL) AS total,
-           (SELECT count(*) FROM kw_all) - (SELECT count(*) FROM kw_part) AS tail"""
+        counts = f"""(SELECT count(*) FROM {KEYWORD_TABLE}) + (SELECT count(*) FROM cand WHERE keyword IS NULL) AS total,
+           (SELECT count(*) FROM {KEYWORD_TABLE}) - (SELECT count(*) FROM kw_part) AS tail"""
     else:
         counts = "(SELECT count(*) FROM cand) AS total, 0 AS tail"
     return f"""WITH {", ".join(ctes)}

@@ -434,19 +434,31 @@ def _ranking_inputs(engine, db, snapshot: dict | None, tracks: str, query: str, 
     return (termids, n_like, runs, genres), filter_sql, params, allowed
 
 
+def _ranked(db, args: tuple, filter_sql: str, check_tracks: bool, tracks: str, allowed: str | None, params: dict,
+            head_only: bool = False) -> list[dict]:
+    """Both statements of a search as the engine runs them (its keyword stage, then its ranking): page rows."""
+    from search import rank
+    from search.engine import _bound, _run_all
+
+    termids, n_like, _, _ = args
+    _run_all(db, rank.keyword_sql(termids, n_like, filter_sql, check_tracks, tracks, allowed), params)
+    sql = rank.search_sql(*args, filter_sql, check_tracks, tracks, allowed, head_only=head_only)
+    cur = db.execute(sql, _bound(sql, params))
+    return [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
+
+
 def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
                      analyzed: tuple[str, list[str]]) -> tuple:
     """A filtered query's ranking SQL restricted by the registered allowed ids (as the engine runs it) and
     by the filters evaluated in the SQL itself (as it ran before), on the same inputs: every page row."""
-    from search import rank
     from search.engine import ALLOWED_TABLE
 
     args, filter_sql, params, allowed = _ranking_inputs(engine, db, snapshot, tracks, query, filters, analyzed)
-    before = db.execute(rank.search_sql(*args, filter_sql, True, tracks), params).fetchall()
+    before = _ranked(db, args, filter_sql, True, tracks, None, params)
     db.register(ALLOWED_TABLE, {"id": allowed})
     try:
-        sql = rank.search_sql(*args, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE)
-        now = db.execute(sql, {k: v for k, v in params.items() if not k.startswith("f_")}).fetchall()
+        now = _ranked(db, args, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE,
+                      {k: v for k, v in params.items() if not k.startswith("f_")})
     finally:
         db.unregister(ALLOWED_TABLE)
     return before, now
@@ -504,10 +516,6 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
     kept, redone = 0, 0
     expected: dict[tuple, list[int]] = {}  # (query, offset, limit) -> the full ranking's page, unfiltered
 
-    def rows(db, sql: str, params: dict) -> list[dict]:
-        cur = db.execute(sql, params)
-        return [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
-
     def compare(db, snapshot, tracks: str) -> None:
         nonlocal kept, redone
         for query in queries:
@@ -524,8 +532,8 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
                 try:
                     for offset, limit in pages:
                         page = {**params, "offset": offset, "limit": limit}
-                        full, head = (rows(db, rank.search_sql(*args, filter_sql, tracks == "tracks", tracks, table,
-                                                               head_only=h), page) for h in (False, True))
+                        full, head = (_ranked(db, args, filter_sql, tracks == "tracks", tracks, table, page, h)
+                                      for h in (False, True))
                         if full and head:
                             assert head[0]["total"] == full[0]["total"], (query, filters, offset)
                         if rank.head_page_is_exact(head, limit, best):
@@ -554,3 +562,38 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
             for snapshot in (None, attach_snapshot(db, engine.catalog)):
                 compare(db, snapshot, "tracks")
     assert kept > 20 and redone > 5, (kept, redone)
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["snapshot", "catalog"])
+def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedder, warm) -> None:
+    """Each search runs its keyword stage in a worker thread while it embeds the query; eight threads
+    searching one engine at once (on the warm snapshot, or each on its own catalog connection, with
+    tracks newer than the snapshot matched by substring) get exactly the answers of one search at a time.
+    (Catalog connections of one process share a DuckDB instance, so they also share the snapshot's
+    attachment: before that was handled, concurrent searches fell back to plain-text matching.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    catalog = Catalog(scratch / "catalog.duckdb")
+    if not warm:
+        row = {**_row(98), "title": "Quartz Lantern", "indexed_at": dt.datetime(2025, 1, 1)}
+        text = "A quiet piano piece with a lantern glow."
+        _write_tracks(catalog, [row], [text], text_embedder.encode([text]))
+    engine = _engine(scratch, text_embedder)
+    requests = [(q, f, offset) for q in ("calm piano", "slow sad strings", "jazz", "quartz lantern", "Aurora Fields")
+                for f in (Filters(), Filters(genre="Jazz"), Filters(min_duration=100)) for offset in (0, 3)]
+
+    def answer(request: tuple) -> tuple:
+        query, filters, offset = request
+        result = engine.search(query, filters=filters, top_k=6, offset=offset)
+        return result.total, result.message, [(h.track_id, h.score, tuple(h.reasons)) for h in result.hits]
+
+    one_at_a_time = [answer(r) for r in requests]
+    assert sum(bool(hits) for _, _, hits in one_at_a_time) > len(requests) // 2
+    assert not any("keyword index is missing" in message for _, message, _ in one_at_a_time)
+    if not warm:  # the track newer than the snapshot, matched by substring
+        assert engine.search("quartz lantern").hits[0].title == "Quartz Lantern"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(2):
+            assert list(pool.map(answer, requests)) == one_at_a_time
+    with engine.reader().lock:
+        assert (engine.reader().current() is not None) == warm
