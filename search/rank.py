@@ -170,6 +170,18 @@ def _score(srank: str, krank: str, boosts: list[str]) -> str:
             + " + ".join(boosts))
 
 
+def _restricted(rows: str, id_column: str, filters_sql: str, check_tracks: bool, tracks: str,
+                allowed: str | None) -> str:
+    """`rows` kept to the tracks that are done and pass the filters: by the registered `allowed` ids, or
+    by joining `tracks` when `check_tracks`, else as they are (see `search_sql`)."""
+    if allowed is not None:
+        return f"SELECT m.* FROM ({rows}) m SEMI JOIN {allowed} a ON a.id = m.{id_column}"
+    if check_tracks:
+        return f"""SELECT m.* FROM ({rows}) m JOIN {tracks} t ON t.id = m.{id_column}
+        WHERE t.status = 'done' {filters_sql}"""
+    return rows
+
+
 def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_tracks: bool, tracks: str,
                 allowed: str | None = None) -> list[str]:
     """The keyword stage of a search: statements that fill KEYWORD_TABLE (track_id, keyword) with every
@@ -189,11 +201,7 @@ def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_
         statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {fresh}{_like_sql(n_like, fresh_only=snapshot)}")
         parts.append(f"SELECT track_id, keyword FROM {LIKE_TABLE}")
     kw = " UNION ALL ".join(parts) or "SELECT NULL::INTEGER AS track_id, NULL::DOUBLE AS keyword WHERE false"
-    if allowed is not None:
-        kw = f"SELECT k.* FROM ({kw}) k SEMI JOIN {allowed} a ON a.id = k.track_id"
-    elif check_tracks:
-        kw = f"""SELECT k.* FROM ({kw}) k JOIN {tracks} t ON t.id = k.track_id
-            WHERE t.status = 'done' {filters_sql}"""
+    kw = _restricted(kw, "track_id", filters_sql, check_tracks, tracks, allowed)
     statements.append(f"CREATE OR REPLACE TEMP TABLE {KEYWORD_TABLE} AS {fresh}{kw}")
     return statements
 
@@ -263,12 +271,7 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     joins, genre = _genre_sql(bitmaps, genre_rows, stale)
     lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)}, {genre} AS b_genre
         FROM ({lists}) l {joins}"""
-    if allowed is not None:
-        lists = f"SELECT m.* FROM ({lists}) m SEMI JOIN {allowed} a ON a.id = m.id"
-    elif check_tracks:
-        lists = f"""SELECT m.* FROM ({lists}) m JOIN {tracks} t ON t.id = m.id
-        WHERE t.status = 'done' {filters_sql}"""
-    ctes.append(f"cand AS ({lists})")
+    ctes.append(f"cand AS ({_restricted(lists, 'id', filters_sql, check_tracks, tracks, allowed)})")
     ctes.append(f"""kw_top AS (SELECT id, rank() OVER (ORDER BY keyword DESC) AS krank FROM (
         SELECT id, keyword FROM cand WHERE keyword IS NOT NULL ORDER BY keyword DESC, id LIMIT {KEYWORD_DEPTH}))""")
     ctes.append("sem_top AS (SELECT id, rank() OVER (ORDER BY semantic DESC) AS srank FROM cand "
