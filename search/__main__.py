@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from model.settings import load_settings
-    from search.engine import Filters, SearchEngine
+    from search.engine import SearchEngine
+    from search.types import Filters
 
     # One short query at a time: one thread embeds and searches it fastest and fights no other process.
     torch.set_num_threads(1)
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from indexer.store import CatalogError
     from model.config import ModelNotFoundError
-    from search.engine import SearchError
+    from search.types import SearchError
 
     args = _parser().parse_args(argv)
     try:

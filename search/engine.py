@@ -3,7 +3,8 @@
 Each call opens the catalog read-only for one query and closes it (a scan in another process writes
 between our queries), except the keyword snapshot (search/fts.py), which no one writes in place and which
 answers a search alone while it reflects the catalog exactly; the text embedder, the snapshot reader
-and the FAISS indexes are loaded once, lazily, and reloaded when the scan rewrites them.
+and the FAISS indexes are loaded once, lazily, and reloaded when the scan rewrites them. What callers
+pass and get back (filters, hits, result pages) is in search/types.py; the SQL in search/rank.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -32,6 +33,7 @@ from search import rank
 from search.ann import VectorIndex
 from search.fts import QUERY_THREADS, SnapshotReader, attach_snapshot
 from search.query import ParsedQuery, parse_query
+from search.types import Filters, Hit, SearchError, SearchResult
 
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
@@ -40,89 +42,6 @@ ALLOWED_TABLE = "search_allowed_ids"  # a filtered search's allowed track ids, r
 # the engines of a process. Four stages at once: one per search in flight (searches on the warm snapshot
 # take turns, those on the catalog each have their own connection).
 _KEYWORD_STAGES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search-keywords")
-
-
-class SearchError(ValueError):
-    """A request the engine cannot answer (unknown track, unreadable audio); the message is for users."""
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Restrictions that combine with any query; None means no restriction. Text fields ignore case."""
-
-    artist: str | None = None  # the artist or the album artist
-    album: str | None = None
-    genre: str | None = None
-    year_min: int | None = None
-    year_max: int | None = None
-    min_duration: float | None = None  # seconds
-    max_duration: float | None = None
-    format: str | None = None  # file format as stored, e.g. "mp3" or "flac"
-    root: str | None = None  # a library root, or any folder below one
-
-    def active(self) -> bool:
-        return any(getattr(self, f.name) not in (None, "") for f in fields(self))
-
-    def sql(self) -> tuple[str, dict]:
-        """An `AND ...` fragment over the alias `t` and its parameters; values are always bound."""
-        parts: list[str] = []
-        params: dict = {}
-        text_eq = {"album": "lower(t.album) = lower($f_album)", "genre": "lower(t.genre) = lower($f_genre)",
-                   "artist": "(lower(t.artist) = lower($f_artist) OR lower(t.album_artist) = lower($f_artist))"}
-        for name, clause in text_eq.items():
-            value = getattr(self, name)
-            if value not in (None, ""):
-                parts.append(clause)
-                params[f"f_{name}"] = str(value).strip()
-        bounds = {"year_min": "t.year >= $f_year_min", "year_max": "t.year <= $f_year_max",
-                  "min_duration": "t.duration >= $f_min_duration", "max_duration": "t.duration <= $f_max_duration"}
-        for name, clause in bounds.items():
-            value = getattr(self, name)
-            if value is not None:
-                parts.append(clause)
-                params[f"f_{name}"] = int(value) if name.startswith("year") else float(value)
-        if self.format:
-            parts.append("lower(t.format) = lower($f_format)")
-            params["f_format"] = self.format.strip().lstrip(".")
-        if self.root:
-            parts.append("(t.root = $f_root OR starts_with(t.path, $f_root_dir))")
-            root = self.root.rstrip("/") or "/"
-            params.update(f_root=root, f_root_dir=root.rstrip("/") + "/")
-        return "".join(f" AND {p}" for p in parts), params
-
-
-@dataclass
-class Hit:
-    """One result; `reasons` and the score fields say why it matched (for display and highlighting)."""
-
-    track_id: int
-    path: str
-    title: str | None
-    artist: str | None
-    album: str | None
-    genre: str | None
-    year: int | None
-    duration: float | None
-    format: str | None
-    root: str | None
-    caption: str | None
-    score: float  # what the list is ordered by: fused score, or audio similarity for like-queries
-    semantic: float | None = None  # cosine of the query and the caption embedding
-    keyword: float | None = None  # BM25 over caption, title, artist, album, genre and tags
-    audio: float | None = None  # cosine of the track vectors, for "more like this"
-    matched_terms: list[str] = field(default_factory=list)  # words as they occur in the track's text
-    matched_fields: dict[str, list[str]] = field(default_factory=dict)  # field -> those words
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    total: int  # how many tracks match in all (pages are slices of these)
-    message: str = ""  # for the user: why there are no hits, or what was changed in the query
 
 
 def _hit(row: dict, **extra: object) -> Hit:
@@ -538,4 +457,4 @@ class SearchEngine:
         }
 
 
-__all__ = ["Filters", "Hit", "SearchEngine", "SearchError", "SearchResult"]
+__all__ = ["SearchEngine"]

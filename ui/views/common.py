@@ -15,7 +15,8 @@ import streamlit as st
 
 from model.config import Profile, load_profile
 from model.settings import Settings, load_settings
-from search.engine import Filters, Hit, SearchEngine, SearchResult
+from search.engine import SearchEngine
+from search.types import Filters, Hit, SearchResult
 from ui.render import fmt_duration, html_text
 from ui.serve import ForbiddenPath, read_audio
 

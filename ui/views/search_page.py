@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from search.engine import Hit, SearchError
+from search.types import Hit, SearchError
 from ui.playlist import to_m3u
 from ui.render import md_escape
 from ui.views.common import AppContext, keep, remember, result_cards, run_search

@@ -13,7 +13,7 @@ import streamlit as st
 
 from model.audio import AudioDecodeError, decode_audio
 from model.config import ModelNotFoundError
-from search.engine import SearchError
+from search.types import SearchError
 from ui.render import html_text, md_escape, waveform_image
 from ui.serve import ForbiddenPath, resolve_in_roots
 from ui.views.common import AppContext, chat_model, close_track, meta_line, player, result_cards
