@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "data" / "models"  # the converted LLM cache, shared so tests load it in about a second
+# The search tests' library and its fixtures (`library`, `engine`, `scratch`), built only where a test asks.
+pytest_plugins = ["tests.search_library"]
 
 # suffix -> (container, codec, sample format, rate)
 AUDIO_FORMATS = {

@@ -1,0 +1,117 @@
+"""The search tests' library: N_TRACKS done tracks written row by row with the synthetic corpus's
+attribute captions embedded by the real text model, the real FAISS index and keyword snapshot the scan
+writes (indexer.vectors, indexer.keywords), and fixtures over it (`library`, `engine`, `scratch`), which
+tests/conftest.py registers for every test module; a module-scoped fixture is built once per module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert
+
+from indexer.keywords import refresh_keywords
+from indexer.store import Catalog, bump_generation, captions, generation, tags, tracks
+from indexer.vectors import build_index, save_index
+from model.settings import load_settings
+from search import Filters, SearchEngine
+from training.synth import clip_record
+
+ARTISTS = ("Aurora Fields", "The Quiet Machines", "Nadia Okonkwo", "Beyoncé Tribute Band")
+TITLE_WORDS = ("Velvet", "Harbor", "Lantern", "Copper", "Meadow", "Signal", "Ember", "Orchid", "Tundra",
+               "Marble", "Falcon", "Prism")
+FORMATS = ("mp3", "flac", "ogg")
+N_TRACKS = 48
+PIPELINE = "p-test"
+
+
+def track_row(i: int) -> dict:
+    artist = ARTISTS[i % len(ARTISTS)]
+    album_no = (i // len(ARTISTS)) % 3
+    root = "/music/main" if i % 3 else "/music/extra"
+    title = f"{TITLE_WORDS[i % 12]} {TITLE_WORDS[(i * 5 + 1) % 12]} {i}"
+    return dict(path=f"{root}/{artist}/Album {album_no}/{i:02d} {title}.{FORMATS[i % 3]}", root=root,
+                size=1000 + i, mtime=1.0, format=FORMATS[i % 3], duration=60.0 + 5 * i, title=title,
+                artist=artist, album=f"{artist.split()[0]} Album {album_no}", genre=("Jazz", "Rock", "Ambient")[i % 3],
+                year=2000 + i % 20, track_no=i % 4 + 1, status="done", encoder_version="e-test",
+                pipeline_version=PIPELINE, profile="lite", indexed_at=dt.datetime(2024, 1, 1) + dt.timedelta(minutes=i))
+
+
+def write_tracks(catalog: Catalog, rows: list[dict], texts: list[str], vecs: np.ndarray) -> list[int]:
+    ids = []
+    with catalog.write() as conn:
+        for row, text, vec in zip(rows, texts, vecs, strict=True):
+            tid = conn.execute(insert(tracks).values(**row).returning(tracks.c.id)).scalar_one()
+            conn.execute(insert(captions).values(track_id=tid, pipeline_version=PIPELINE, text=text,
+                                                 text_vector=vec.astype(np.float32).tobytes()))
+            ids.append(tid)
+        bump_generation(conn)  # as the scan's writer does with every batch that changes tracks
+    return ids
+
+
+def save_text_index(catalog: Catalog, data_dir: Path, ids: list[int], vecs: np.ndarray, kind: str) -> None:
+    with catalog.read() as conn:
+        gen = generation(conn)
+    save_index(data_dir, "text", build_index(np.array(ids), vecs, kind), gen, None)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, text_embedder):
+    """A data dir with N_TRACKS done tracks, a flat text index and a fresh keyword snapshot."""
+    data = tmp_path_factory.mktemp("search-engine") / "data"
+    catalog = Catalog(data / "catalog.duckdb")
+    catalog.create()
+    rows = [track_row(i) for i in range(N_TRACKS)]
+    records = [clip_record(seed=11, index=i, seconds=10.0) for i in range(N_TRACKS)]
+    texts = [r["caption"] for r in records]
+    vecs = text_embedder.encode(texts)
+    ids = write_tracks(catalog, rows, texts, vecs)
+    with catalog.write() as conn:
+        conn.execute(insert(tags).values(track_id=ids[7], key="composer", value="Zbigniew Quartzfield"))
+    save_text_index(catalog, data, ids, vecs, "flat")
+    refresh_keywords(catalog)
+    rows = [{**r, "id": tid, "caption": t, "labels": rec["labels"]}
+            for r, tid, t, rec in zip(rows, ids, texts, records, strict=True)]
+    return data, rows, vecs
+
+
+def make_engine(data: Path, text_embedder) -> SearchEngine:
+    return SearchEngine(load_settings(data_dir=data), text_embedder=text_embedder)
+
+
+@pytest.fixture(scope="module")
+def engine(library, text_embedder) -> SearchEngine:
+    return make_engine(library[0], text_embedder)
+
+
+@pytest.fixture
+def scratch(library, tmp_path) -> Path:
+    """A private copy of the library's data dir, for tests that change it."""
+    shutil.copytree(library[0], tmp_path / "data")
+    return tmp_path / "data"
+
+
+def passes(row: dict, f: Filters) -> bool:
+    return ((f.artist is None or row["artist"].lower() == f.artist.lower())
+            and (f.album is None or row["album"].lower() == f.album.lower())
+            and (f.genre is None or row["genre"].lower() == f.genre.lower())
+            and (f.year_min is None or row["year"] >= f.year_min)
+            and (f.year_max is None or row["year"] <= f.year_max)
+            and (f.min_duration is None or row["duration"] >= f.min_duration)
+            and (f.max_duration is None or row["duration"] <= f.max_duration)
+            and (f.format is None or row["format"] == f.format.lower().lstrip("."))
+            and (f.root is None or row["root"] == f.root or row["path"].startswith(f.root.rstrip("/") + "/")))
+
+
+FILTER_CASES = [
+    Filters(artist="aurora fields"),
+    Filters(genre="ROCK", year_min=2005, year_max=2012),
+    Filters(min_duration=100, max_duration=200, format=".FLAC"),
+    Filters(root="/music/extra"),
+    Filters(root="/music/main/Nadia Okonkwo"),
+    Filters(album="Aurora Album 1", artist="Aurora Fields"),
+    Filters(year_min=2030),
+]
