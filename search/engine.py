@@ -266,8 +266,9 @@ class SearchEngine:
             db.register(ALLOWED_TABLE, {"id": allowed})
         try:
             # The keyword stage needs no query vector: on two cores it runs while this thread embeds the
-            # query and asks FAISS (both release the GIL), which saved a third of a broad query's time
-            # at a million tracks (docs/benchmarks.md). Nothing else uses `db` until it is done.
+            # query and asks FAISS (both release the GIL); at a million tracks a search took about 0.76
+            # of the time it takes with the stage run first (docs/benchmarks.md). Nothing else uses
+            # `db` until it is done.
             stage = _KEYWORD_STAGES.submit(_run_all, db, rank.keyword_sql(termids, len(like_words), **shape), params)
             try:
                 sem_ids, sem_sims = self._semantic(q, allowed)
