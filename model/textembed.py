@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from model.config import resolve_path
 
@@ -20,6 +21,8 @@ class TextEmbedder:
         path = resolve_path(location)
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.dim = int(self.model.get_embedding_dimension())
+        # The OpenMP runtimes loaded by now (torch's): `encode_query` limits them in its own thread.
+        self._openmp = ThreadpoolController().select(user_api="openmp")
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
@@ -27,3 +30,15 @@ class TextEmbedder:
         vecs = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
         return vecs.astype(np.float32, copy=False)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One search query's vector, computed on one CPU thread.
+
+        A single short text gains nothing from a second thread, and in a search the other core is
+        running the keyword stage meanwhile (search/engine.py): with torch's two OpenMP threads the two
+        fought, and a million-track search took 60 ms p50 and 80-86 ms p99 against 49-51 and 62-64 ms
+        (docs/benchmarks.md). OpenMP's thread count is a per-thread setting, so the limit holds only in
+        the calling thread, and only for this call: a model generating in another thread keeps its two.
+        """
+        with self._openmp.limit(limits=1):
+            return self.encode([text])[0]

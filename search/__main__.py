@@ -80,16 +80,10 @@ def _print_object(obj: dict, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faiss
-    import torch
-
     from model.settings import load_settings
     from search.engine import SearchEngine
     from search.types import Filters
 
-    # One short query at a time: one thread embeds and searches it fastest and fights no other process.
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
     settings = load_settings(args.config, data_dir=args.data_dir, profile=args.profile)
     engine = SearchEngine(settings)
     if args.stats:

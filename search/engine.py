@@ -294,7 +294,7 @@ class SearchEngine:
         """The captions nearest the query in meaning (ids and cosines), among the allowed tracks."""
         if not q.semantic:
             return [], []
-        vec = self.embedder().encode([q.parsed.text])[0]
+        vec = self.embedder().encode_query(q.parsed.text)
         ids, sims = self.text_index.search(vec, rank.SEMANTIC_DEPTH, allowed)
         keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
         return ids[keep].tolist(), sims[keep].astype(float).tolist()

@@ -313,3 +313,37 @@ def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library
     odd = ["new \U0001fae8 emoji piano", "piano"]  # a code point Python's Unicode 14 lacks: DuckDB answers
     assert reader.surface_matches(odd, ["piano"]) == reader._surface_sql(odd, ["piano"]) == [["piano"], ["piano"]]
     assert reader.analyze(odd[0], ("new", "emoji", "piano")) == reader._analyze_sql(odd[0], ("new", "emoji", "piano"))
+
+
+def test_a_query_is_embedded_on_one_thread_of_the_caller_only(text_embedder) -> None:
+    """`encode_query` gives `encode`'s vector, computed with one OpenMP thread in the calling thread
+    only: another thread meanwhile, and the caller afterwards, keep torch's two."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    hook = text_embedder.model[0].register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    stop, other = threading.Event(), []
+
+    def watch() -> None:
+        while not stop.is_set():
+            other.append(torch.get_num_threads())
+
+    watcher = threading.Thread(target=watch)
+    try:
+        watcher.start()
+        vec = text_embedder.encode_query("slow sad strings")
+        stop.set()
+        watcher.join()
+        assert seen == [1]
+        assert torch.get_num_threads() == 2 and other and set(other) == {2}
+        text_embedder.encode(["slow sad strings"])
+        assert seen == [1, 2]
+        np.testing.assert_allclose(vec, text_embedder.encode(["slow sad strings"])[0], atol=1e-6)
+    finally:
+        stop.set()
+        hook.remove()
+        torch.set_num_threads(before)
