@@ -53,9 +53,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 from synthetic_catalog import (  # noqa: E402  (bench/, the script's folder)
     QUERIES,
+    add_tracks,
     caption_centres,
     clustered_vectors,
     make_catalog,
@@ -230,15 +231,57 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     res["first_after_scan_ms"] = round(1000 * (time.perf_counter() - t0), 1)
     _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
     res["engine_after_scan"] = percentiles(ms)
-    # What a search costs while a scan writes: a commit that changes tracks (a new generation) means the
-    # snapshot no longer answers alone, and each query opens the catalog.
-    with catalog.write() as conn:
-        bump_generation(conn)
-    _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
-    res["engine_catalog"] = percentiles(ms)
+    res.update(during_scan(engine, catalog, texts))
     res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return res
+
+
+SCAN_COMMITS = 10  # batches of new tracks a simulated scan commits
+SCAN_BATCH = 100  # tracks per batch
+BIG_DELTA = 20_000  # then this many more new tracks at once
+
+
+def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
+    """Searches while a scan commits batches of new tracks the keyword snapshot lacks: the first after
+    each commit (it copies the changes: search/fts.py) and the others; then with BIG_DELTA more new
+    tracks; then with the copy refused (DELTA_MAX 0), when every search reads the catalog, as every
+    search during a scan did before the copy."""
+    from search import fts
+
+    rng = np.random.default_rng(7)
+    with catalog.read() as conn:
+        next_id = int(conn.execute(text("SELECT max(id) FROM tracks")).scalar()) + 1
+
+    def commit(n: int) -> None:
+        nonlocal next_id
+        add_tracks(catalog, next_id, n, rng, "2025-01-01")
+        with catalog.write() as conn:
+            bump_generation(conn)
+        next_id += n
+
+    def search_ms(queries: list[str]) -> list[float]:
+        return timed(lambda t: engine.search(t, top_k=20), queries)[1]
+
+    first, rest = [], []
+    per = max(2, len(texts) // SCAN_COMMITS)
+    for i in range(SCAN_COMMITS):
+        commit(SCAN_BATCH)
+        first += search_ms(texts[i * per: i * per + 1])
+        rest += search_ms(texts[i * per + 1: (i + 1) * per])
+    out = {"scan_first_after_commit": percentiles(first), "scan_between_commits": percentiles(rest)}
+    commit(BIG_DELTA)
+    out["big_delta_first_ms"] = round(search_ms(texts[:1])[0], 1)
+    out["big_delta"] = percentiles(search_ms(texts))
+    limit = fts.DELTA_MAX
+    fts.DELTA_MAX = 0
+    try:
+        with catalog.write() as conn:  # a new catalog stamp, for the engine to look again
+            bump_generation(conn)
+        out["engine_catalog"] = percentiles(search_ms(texts))
+    finally:
+        fts.DELTA_MAX = limit
+    return out
 
 
 class _Inline:
@@ -407,7 +450,9 @@ def markdown(rows: list[dict]) -> str:
          "query embedded on torch's threads p50/p99 ms (mean engine / that)", "first pass p50/max ms",
          "+filters p50/p99 ms",
          "(allowed tracks)", "browse+filters p50/p99 ms", "first query after a scan ms",
-         "engine after a scan p50/p99 ms", "engine during a scan p50/p99 ms"],
+         "engine after a scan p50/p99 ms", f"during a scan: first after a commit of {SCAN_BATCH} p50/max ms",
+         "during a scan: between commits p50/p99 ms", f"{BIG_DELTA:,} new: first ms, then p50/p99 ms",
+         "every search on the catalog p50/p99 ms"],
         lambda r: [f"{r['tracks']:,}", pp(r, "embed"), pp(r, "engine"),
                    ratio(r), pp(r, "engine_2_threads"),
                    f"{pp(r, 'keyword_stage_inline', 'inline')} ({get(r, 'keyword_stage_inline', 'mean_ratio')})",
@@ -416,7 +461,10 @@ def markdown(rows: list[dict]) -> str:
                    get(r, "engine_first_pass", fmt="{0[p50_ms]:.1f} / {0[max_ms]:.1f}"),
                    pp(r, "engine_filtered"),
                    f"{r['engine_filtered']['allowed']:,}", pp(r, "browse_filtered"), r["first_after_scan_ms"],
-                   pp(r, "engine_after_scan"), pp(r, "engine_catalog")])
+                   pp(r, "engine_after_scan"),
+                   get(r, "scan_first_after_commit", fmt="{0[p50_ms]:.1f} / {0[max_ms]:.1f}"),
+                   pp(r, "scan_between_commits"), f"{r['big_delta_first_ms']}, {pp(r, 'big_delta')}",
+                   pp(r, "engine_catalog")])
     lines += table(
         ["tracks", "filter ids (snapshot) ms", "filtered HNSW walk ms", "exact over allowed ms",
          "catalog open ms", "filter ids (catalog) ms", "tracks-captions-tags join ms", "stats() ms",

@@ -55,14 +55,19 @@ def clustered_vectors(n: int, rng: np.random.Generator, centres: np.ndarray) -> 
 
 def make_catalog(data: Path, n: int, rng: np.random.Generator) -> None:
     """n done tracks with synthetic tags and captions, written straight through DuckDB in bulk."""
-    import pyarrow as pa
-
     catalog = Catalog(data / "catalog.duckdb")
     catalog.create()
+    add_tracks(catalog, 1, n, rng, "2024-01-01")
+
+
+def add_tracks(catalog: Catalog, first_id: int, n: int, rng: np.random.Generator, indexed_at: str) -> None:
+    """n more done tracks, ids from `first_id`, in one transaction (the generation is not bumped)."""
+    import pyarrow as pa
+
     weights = 1.0 / np.arange(1, len(VOCABULARY) + 1)
     words = np.array(VOCABULARY)[rng.choice(len(VOCABULARY), size=(n, 22), p=weights / weights.sum())]
     texts = [" ".join(row) for row in words]
-    ids = np.arange(1, n + 1, dtype=np.int64)
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
     docs = pa.table({
         "id": ids, "caption": texts,
         "artist": [f"Artist {i}" for i in rng.integers(0, max(10, n // 50), n)],
@@ -73,12 +78,12 @@ def make_catalog(data: Path, n: int, rng: np.random.Generator) -> None:
     with catalog.write() as conn:
         db = conn.connection.driver_connection
         db.register("docs", docs)
-        db.execute("""INSERT INTO tracks (id, path, root, size, mtime, format, duration, title, artist, album,
+        db.execute(f"""INSERT INTO tracks (id, path, root, size, mtime, format, duration, title, artist, album,
                           genre, year, track_no, status, encoder_version, pipeline_version, profile, indexed_at)
                       SELECT id, '/bench/' || artist || '/' || id || '.mp3', '/bench', 1000, 0,
                              ['mp3', 'flac', 'ogg', 'm4a', 'opus'][1 + id % 5], duration, 'Title ' || id,
                              artist, artist || ' Album ' || (id % 7), genre, year, 1 + id % 12, 'done', 'e', 'p',
-                             'bench', TIMESTAMP '2024-01-01'
+                             'bench', TIMESTAMP '{indexed_at}'
                       FROM docs""")
         db.execute("INSERT INTO captions (track_id, pipeline_version, text) SELECT id, 'p', caption FROM docs")
         db.execute("""INSERT INTO tags (track_id, key, value) SELECT id, k, v FROM (

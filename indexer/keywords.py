@@ -20,7 +20,8 @@ is a zone-map lookup of the hashes of the query's word runs. (DuckDB keeps only 
 string column's minimum and maximum: with the names themselves sorted, "artist 42" read every row group
 of names starting "artist 4", 20 ms at a million tracks, against about 1 ms by hash.) A genre shared by
 many tracks is a bitmap over track ids in `kw_genres` instead of name rows (GENRE_BITMAP_SHARE says
-why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need.
+why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need, and a hash of
+each track's catalog row (`row_hash_sql`), by which a search finds the tracks changed since.
 
 Rebuilt whole after every scan that changed the library (BM25 weights depend on the document count and
 lengths, so one new track changes every weight); a million tracks take about a minute on two cores
@@ -73,7 +74,7 @@ MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every
 # genre per track) all bitmaps together take at most 8 bytes per track of the library, and there are at
 # most 64 of them.
 GENRE_BITMAP_SHARE = 1 / 64
-SNAPSHOT_VERSION = 9
+SNAPSHOT_VERSION = 10
 
 
 def norm_sql(expr: str) -> str:
@@ -201,11 +202,21 @@ def catalog_stamp(catalog: Catalog) -> str:
     return json.dumps(file_stamp(catalog.path, catalog.path.with_name(catalog.path.name + ".wal")))
 
 
-# What the snapshot copies from `tracks`, hashed: writes that leave it and the generation alone (the
-# scan's own bookkeeping rows, errors, a checkpoint) leave the snapshot exact. Tags and captions change
-# only together with their track's row or the generation.
-_CONTENT_SQL = f"""SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(id, indexed_at, pipeline_version,
-    {", ".join(TRACK_COLUMNS)})), 0)::VARCHAR FROM tracks WHERE status = 'done'"""
+def row_hash_sql(alias: str = "") -> str:
+    """A hash of what the snapshot copies from one `tracks` row (`alias`: the table's, or "").
+
+    `kw_tracks` keeps each track's, so a search can tell the tracks changed since the snapshot from the
+    rest (search/fts.py); summed, it is the catalog's content digest. Tags and captions change only
+    together with their track's row (a caption comes with a new pipeline version or indexed_at).
+    """
+    prefix = f"{alias}." if alias else ""
+    return f"hash({', '.join(prefix + c for c in ('id', 'indexed_at', 'pipeline_version', *TRACK_COLUMNS))})"
+
+
+# Writes that leave the finished tracks' rows and the generation alone (the scan's own bookkeeping rows,
+# errors, a checkpoint) leave the snapshot exact.
+_CONTENT_SQL = f"""SELECT count(*)::VARCHAR || ':' || coalesce(sum({row_hash_sql()}), 0)::VARCHAR
+    FROM tracks WHERE status = 'done'"""
 
 
 def content_digest(conn: Connection) -> str:
@@ -223,6 +234,7 @@ def read_meta(con: duckdb.DuckDBPyConnection, schema: str) -> dict:
 
 _DOCS_SQL = f"""
 SELECT t.id AS track_id, t.indexed_at, {", ".join(f"t.{c}" for c in TRACK_COLUMNS)}, c.text AS caption,
+       {row_hash_sql("t")} AS row_hash,
        {", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)},
        coalesce(c.text, '') AS f_caption, coalesce(t.title, '') AS f_title,
        concat_ws(' ', t.artist, nullif(t.album_artist, t.artist)) AS f_artist,
@@ -311,9 +323,9 @@ def refresh_keywords(catalog: Catalog) -> dict:
             # Keyed, so a page of results is fetched through the index rather than by scanning.
             con.execute("""CREATE TABLE kw_tracks (id INTEGER PRIMARY KEY, status VARCHAR, path VARCHAR,
                 root VARCHAR, title VARCHAR, artist VARCHAR, album_artist VARCHAR, album VARCHAR, genre VARCHAR,
-                year INTEGER, duration DOUBLE, format VARCHAR, track_no INTEGER, caption VARCHAR)""")
-            con.execute(f"""INSERT INTO kw_tracks SELECT track_id, 'done', {", ".join(TRACK_COLUMNS)}, caption
-                FROM docs ORDER BY track_id""")
+                year INTEGER, duration DOUBLE, format VARCHAR, track_no INTEGER, caption VARCHAR, row_hash UBIGINT)""")
+            con.execute(f"""INSERT INTO kw_tracks SELECT track_id, 'done', {", ".join(TRACK_COLUMNS)}, caption,
+                row_hash FROM docs ORDER BY track_id""")
             # One row per (term, track) holding its BM25 weight, so a query only sums weights.
             con.execute(f"""CREATE TABLE kw_postings AS
                 SELECT t.termid, d.name AS track_id,

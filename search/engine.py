@@ -85,11 +85,12 @@ class _Query:
     params: dict
 
 
-def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], snapshot: bool) -> list[dict]:
-    """Page rows (ids and scores) completed with each track's display columns and caption, in order."""
+def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], tracks: str) -> list[dict]:
+    """Page rows (ids and scores) completed with each track's display columns and caption from `tracks`
+    (the catalog's table or the warm snapshot's), in order."""
     if not rows:
         return []
-    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql([r["id"] for r in rows], snapshot))}
+    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql([r["id"] for r in rows], tracks))}
     return [{**details[r["id"]], **r} for r in rows if r["id"] in details]
 
 
@@ -157,14 +158,15 @@ class SearchEngine:
         reader = self.reader()
         with reader.lock:
             rows = None
-            if reader.current() is not None:
-                rows = _rows(reader.con, rank.browse_sql(filter_sql, "kw.kw_tracks"), params)
-                rows = _with_details(reader.con, rows, snapshot=True)
+            view = reader.current()
+            if view is not None:
+                rows = _rows(reader.con, rank.browse_sql(filter_sql, view["tracks"]), params)
+                rows = _with_details(reader.con, rows, view["tracks"])
         if rows is None:
             try:
                 with self.catalog.read() as conn:
                     db = _duck(conn)
-                    rows = _with_details(db, _rows(db, rank.browse_sql(filter_sql, "tracks"), params), snapshot=False)
+                    rows = _with_details(db, _rows(db, rank.browse_sql(filter_sql, "tracks"), params), "tracks")
             except (FileNotFoundError, CatalogError) as exc:
                 return SearchResult([], 0, str(exc))
         total = int(rows[0]["total"]) if rows else self._count(filter_sql, params)
@@ -204,11 +206,11 @@ class SearchEngine:
                          "showing keyword matches only.")
         params.update(phrase_len=max(1, len(phrase)))
         query = _Query(parsed, stems, rank.word_runs(phrase), semantic, filters, filter_sql, params)
-        with reader.lock:  # the warm snapshot answers alone while it reflects the catalog exactly
-            meta = reader.current()
+        with reader.lock:  # the warm snapshot answers alone, with the changes since if any (search/fts.py)
+            view = reader.current()
             found = None
-            if meta is not None and self.text_index.generation() in (-1, meta["generation"]):
-                found = self._rank(reader.con, {**meta, "stale": False}, query, "kw.kw_tracks")
+            if view is not None:
+                found = self._rank(reader.con, view, query, view["tracks"])
         if found is None:
             with self.catalog.read() as conn:
                 db = _duck(conn)
@@ -228,7 +230,7 @@ class SearchEngine:
         """Ranked page rows with details, the total, and the index terms matched (None: no snapshot).
 
         `db` has the snapshot attached as `kw` (when there is one); `tracks` is the catalog's table, or
-        the snapshot's copy when the snapshot is current.
+        the warm snapshot's (`SnapshotReader.current`).
         """
         termids: list[int] | None = None
         terms: list[str] | None = None
@@ -252,7 +254,7 @@ class SearchEngine:
             params = {k: v for k, v in params.items() if not k.startswith("f_")}
         warm = tracks != "tracks"
         shape = dict(filters_sql=q.filter_sql, check_tracks=not warm, tracks=tracks,
-                     allowed=None if allowed is None else ALLOWED_TABLE)
+                     allowed=None if allowed is None else ALLOWED_TABLE, delta=warm and snapshot["stale"])
 
         def ranked(head_only: bool, **page: int) -> list[dict]:
             sql = rank.search_sql(termids, len(like_words), q.runs, genres, head_only=head_only, **shape)
@@ -274,6 +276,10 @@ class SearchEngine:
                 sem_ids, sem_sims = self._semantic(q, allowed)
             finally:
                 stage.result()
+            if warm and allowed is None:  # the text index may be a save ahead of or behind the snapshot
+                held = self.reader().held(sem_ids, snapshot["stale"])
+                sem_ids = [i for i, h in zip(sem_ids, held, strict=True) if h]
+                sem_sims = [s for s, h in zip(sem_sims, held, strict=True) if h]
             params.update(sem_ids=sem_ids, sem_sims=sem_sims)
             rows = ranked(head_only=True)
             if not rank.head_page_is_exact(rows, params["limit"], tail_best):
@@ -288,7 +294,7 @@ class SearchEngine:
                 db.unregister(ALLOWED_TABLE)
             for table in (rank.KEYWORD_TABLE, rank.LIKE_TABLE):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-        return _with_details(db, rows, snapshot=warm), total, terms
+        return _with_details(db, rows, tracks), total, terms
 
     def _semantic(self, q: _Query, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """The captions nearest the query in meaning (ids and cosines), among the allowed tracks."""
@@ -356,7 +362,7 @@ class SearchEngine:
             ids, sims = self.audio_index.search(vec, top_k + 1, allowed)
             params.update(ids=ids.tolist(), sims=sims.astype(float).tolist(), encoder_version=encoder_version,
                           exclude=exclude, limit=top_k)
-            rows = _with_details(db, _rows(db, rank.like_sql(filter_sql), params), snapshot=False)
+            rows = _with_details(db, _rows(db, rank.like_sql(filter_sql), params), "tracks")
         return [_hit(r, score=float(r["audio"]), audio=float(r["audio"]),
                      reasons=[f"{why} (audio similarity {r['audio']:.2f})"]) for r in rows]
 

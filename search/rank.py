@@ -54,6 +54,14 @@ HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", 
 FRESH_SQL = """SELECT id FROM tracks WHERE status = 'done'
     AND indexed_at > (SELECT coalesce(max_indexed_at, '-infinity'::TIMESTAMP) FROM kw.kw_meta)"""
 FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after the keyword snapshot
+# A search on the warm snapshot after the catalog moved on, as during a scan (search/fts.py copies these
+# once per catalog change): the rows of the tracks new or changed since the snapshot, laid out as
+# kw.kw_tracks; the ids whose snapshot entries no longer count (those, and the tracks gone); and a view
+# of the catalog's finished tracks as they are now, the snapshot's with the changes applied.
+DELTA_TRACKS = "search_delta"
+DELTA_NAMES = "search_delta_names"  # and their names, normalised as the snapshot's (`delta_names_sql`)
+DELTA_STALE = "search_stale"
+LIVE_TRACKS = "search_live"
 # Temporary tables of one search, on its connection: its keyword matches with their scores, filtered,
 # and of those the tracks matched by substring (their names are read live).
 KEYWORD_TABLE = "search_keywords"
@@ -84,6 +92,29 @@ def terms_sql(stems: list[str]) -> str:
     return f"SELECT termid, term, df FROM kw.kw_terms WHERE term IN ({_literals(stems)})"
 
 
+def _fresh_sql(delta: bool) -> str:
+    """The ids of the tracks whose snapshot entries no longer count: from the delta, or the catalog's
+    tracks indexed after the snapshot (tracks gone from the catalog are left out by joining `tracks`)."""
+    return f"SELECT id FROM {DELTA_STALE}" if delta else FRESH_SQL
+
+
+def haystack_sql(caption: str, t: str = "t") -> str:
+    """A track's text matched by substring: its caption (`caption`) and names (of table alias `t`), lower
+    case, so that `LIKE lower(pattern)` is ILIKE, four times faster on text lowered once."""
+    return f"lower(concat_ws(' ', {caption}, {t}.title, {t}.artist, {t}.album_artist, {t}.album, {t}.genre))"
+
+
+def _docs_sql(delta: bool, fresh_only: bool) -> str:
+    """(id, hay) of the finished tracks to match by substring (`haystack_sql`): the delta's (lowered when
+    copied), else the catalog's (`fresh_only`: those indexed after the snapshot, else all)."""
+    if delta:
+        return f"SELECT id, hay FROM {DELTA_TRACKS}"
+    scope = "AND t.id IN (SELECT id FROM fresh)" if fresh_only else ""
+    return f"""SELECT t.id, {haystack_sql("c.text")} AS hay FROM tracks t
+        LEFT JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
+        WHERE t.status = 'done' {scope}"""
+
+
 def _bm25_sql(termids: list[int], stale: bool) -> str:
     """Per-track BM25: the sum of the snapshot's posting weights (term ids are ints: safe to inline)."""
     ids = ", ".join(str(int(t)) for t in termids)
@@ -92,22 +123,29 @@ def _bm25_sql(termids: list[int], stale: bool) -> str:
     WHERE termid IN ({ids}) {skip} GROUP BY track_id"""
 
 
-def _like_sql(n_words: int, fresh_only: bool) -> str:
-    """Substring matching scored by the number of query words found: for tracks the snapshot lacks."""
-    hay = "concat_ws(' ', c.text, t.title, t.artist, t.album_artist, t.album, t.genre)"
-    count = " + ".join(f"({hay} ILIKE $like{i})::INTEGER" for i in range(n_words))
-    scope = "AND t.id IN (SELECT id FROM fresh)" if fresh_only else ""
-    return f"""SELECT * FROM (
-        SELECT t.id AS track_id, ({count})::DOUBLE AS keyword FROM tracks t
-        LEFT JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
-        WHERE t.status = 'done' {scope}) WHERE keyword > 0"""
+def _like_sql(n_words: int, docs: str) -> str:
+    """Substring matching of `docs` (`_docs_sql`) scored by the number of query words found: for tracks
+    the snapshot lacks."""
+    count = " + ".join(f"(d.hay LIKE lower($like{i}))::INTEGER" for i in range(n_words))
+    return f"""SELECT * FROM (SELECT d.id AS track_id, ({count})::DOUBLE AS keyword FROM ({docs}) d)
+        WHERE keyword > 0"""
 
 
-def _live_names_sql() -> str:
-    """Names of the tracks matched by substring, normalised now (the snapshot does not hold them)."""
+def _live_names_sql(delta: bool) -> str:
+    """(track_id, field, key): the names of the tracks matched by substring, which the snapshot does not
+    hold: the delta's, normalised when it was copied, else the catalog's, normalised now (a Unicode
+    regex costs DuckDB about 2 ms a column per statement)."""
+    if delta:
+        return f"SELECT * FROM {DELTA_NAMES} WHERE track_id IN (SELECT track_id FROM {LIKE_TABLE})"
     cols = ", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)
     source = f"(SELECT t.id, {cols} FROM tracks t WHERE t.id IN (SELECT track_id FROM {LIKE_TABLE}))"
     return names_sql(source, "id", "name_")
+
+
+def delta_names_sql() -> str:
+    """The rows of DELTA_NAMES: the names of the delta's tracks, as `_live_names_sql` gives the catalog's."""
+    cols = ", ".join(f"{norm_sql(c)} AS name_{c}" for c in NAME_COLUMNS)
+    return names_sql(f"(SELECT id, {cols} FROM {DELTA_TRACKS})", "id", "name_")
 
 
 def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
@@ -119,14 +157,16 @@ def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
     runs land in different row groups, that reads nearly the whole table once a query has a dozen runs.
     Past SCAN_NAME_RUNS runs (queries of 15 words and more), that one scan is cheaper.
     """
-    skip = " AND track_id NOT IN (SELECT id FROM fresh)" if stale else ""
-    pick = "SELECT track_id, field, chars FROM kw.kw_names WHERE key_hash {}" + skip
+    pick = "SELECT track_id, field, chars FROM kw.kw_names WHERE key_hash {}"
     hashes = sorted({name_hash(r) for r in runs})
     if not hashes:
-        return pick.format("IS NULL AND false")
-    if len(hashes) > SCAN_NAME_RUNS:
-        return pick.format(f"IN ({', '.join(map(str, hashes))})")
-    return " UNION ALL ".join(pick.format(f"= {h}") for h in hashes)
+        found = pick.format("IS NULL AND false")
+    elif len(hashes) > SCAN_NAME_RUNS:
+        found = pick.format(f"IN ({', '.join(map(str, hashes))})")
+    else:
+        found = " UNION ALL ".join(pick.format(f"= {h}") for h in hashes)
+    # tracks changed since: their names come from `_live_names_sql` (one test of the lot, not one a run)
+    return f"SELECT * FROM ({found}) WHERE track_id NOT IN (SELECT id FROM fresh)" if stale else found
 
 
 def _genre_sql(bitmaps: list[str], rows: bool, stale: bool) -> tuple[str, str]:
@@ -183,22 +223,23 @@ def _restricted(rows: str, id_column: str, filters_sql: str, check_tracks: bool,
 
 
 def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_tracks: bool, tracks: str,
-                allowed: str | None = None) -> list[str]:
+                allowed: str | None = None, delta: bool = False) -> list[str]:
     """The keyword stage of a search: statements that fill KEYWORD_TABLE (track_id, keyword) with every
     keyword match that passes the filters, and LIKE_TABLE with those matched by substring.
 
     `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched); `n_like`:
     query words matched by substring (all tracks without a snapshot, else the tracks indexed after it);
-    `check_tracks`, `tracks`, `allowed` as for `search_sql`. Parameters: $like0.. and the filters'
-    (unless `allowed`).
+    `check_tracks`, `tracks`, `allowed`, `delta` as for `search_sql`. Parameters: $like0.. and the
+    filters' (unless `allowed`).
     """
     snapshot = termids is not None
-    fresh = f"WITH fresh AS ({FRESH_SQL}) " if snapshot and n_like else ""
+    fresh = f"WITH fresh AS ({_fresh_sql(delta)}) " if snapshot and n_like else ""
     statements, parts = [], []
     if termids:
         parts.append(_bm25_sql(termids, stale=bool(fresh)))
     if n_like:
-        statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {fresh}{_like_sql(n_like, fresh_only=snapshot)}")
+        like = _like_sql(n_like, _docs_sql(delta, fresh_only=snapshot))
+        statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {fresh}{like}")
         parts.append(f"SELECT track_id, keyword FROM {LIKE_TABLE}")
     kw = " UNION ALL ".join(parts) or "SELECT NULL::INTEGER AS track_id, NULL::DOUBLE AS keyword WHERE false"
     kw = _restricted(kw, "track_id", filters_sql, check_tracks, tracks, allowed)
@@ -208,7 +249,7 @@ def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_
 
 def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
                filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None,
-               head_only: bool = False) -> str:
+               delta: bool = False, head_only: bool = False) -> str:
     """The ranked page of one search: ids, scores, ranks, name boosts, the total and the tail's size.
 
     Reads KEYWORD_TABLE and LIKE_TABLE, which `keyword_sql` with the same arguments filled.
@@ -218,7 +259,8 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     current) for the filters and the track status, unneeded, and a scan of every track saved, when there
     are no filters and the snapshot and the text index are current; `allowed`: instead, a table
     (registered on the connection) of the ids of the tracks that are done and pass the filters, computed
-    once for the vector search too, so the filters are not evaluated again here. Parameters: $sem_ids,
+    once for the vector search too, so the filters are not evaluated again here; `delta`: the tracks the
+    snapshot lacks come from the delta tables (DELTA_TRACKS), not the catalog's. Parameters: $sem_ids,
     $sem_sims, $phrase_len, $limit, $offset and the filters' (unless `allowed`).
 
     `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
@@ -236,11 +278,11 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     ctes = ["sem AS (SELECT unnest($sem_ids::INTEGER[]) AS track_id, unnest($sem_sims::DOUBLE[]) AS semantic)"]
     name_parts = []
     if stale:
-        ctes.append(f"fresh AS ({FRESH_SQL})")
+        ctes.append(f"fresh AS ({_fresh_sql(delta)})")
     if snapshot:
         name_parts.append(_snapshot_names_sql(runs, stale))
     if n_like:
-        name_parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_live_names_sql()})
+        name_parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_live_names_sql(delta)})
             WHERE key IN ({_literals(runs)})""")
     empty = "SELECT NULL::INTEGER AS track_id, {} WHERE false"
     per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
@@ -330,8 +372,9 @@ def like_sql(filters_sql: str) -> str:
     ORDER BY sim.audio DESC, t.id LIMIT $limit"""
 
 
-def hydrate_sql(ids: list[int], snapshot: bool) -> str:
-    """Display columns and current caption of a page of tracks, from the snapshot or the catalog.
+def hydrate_sql(ids: list[int], tracks: str) -> str:
+    """Display columns and current caption of a page of tracks, from `tracks`: the catalog's, or the
+    snapshot's copy (or LIVE_TRACKS), which holds each track's caption.
 
     Ids are ints (safe to inline); tracks are found through their primary key. Captions take one
     equality probe per track: an IN list over a million captions reads every caption text in the ids'
@@ -340,8 +383,8 @@ def hydrate_sql(ids: list[int], snapshot: bool) -> str:
     """
     cols = ", ".join(f"t.{c}" for c in HIT_COLUMNS)
     id_list = ", ".join(str(int(i)) for i in ids)
-    if snapshot:  # the snapshot's copy is keyed by id and holds the caption
-        return f"SELECT t.id, {cols}, t.caption FROM kw.kw_tracks t WHERE t.id IN ({id_list})"
+    if tracks != "tracks":  # the snapshot's copy is keyed by id and holds the caption
+        return f"SELECT t.id, {cols}, t.caption FROM {tracks} t WHERE t.id IN ({id_list})"
     probes = " UNION ALL ".join(f"SELECT track_id, pipeline_version, text FROM captions WHERE track_id = {int(i)}"
                                 for i in ids)
     return f"""SELECT t.id, {cols}, c.text AS caption

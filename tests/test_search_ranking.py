@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
+from sqlalchemy import delete, update
 
-from indexer.store import Catalog
+from indexer.store import Catalog, bump_generation, captions, tags, tracks
 from search import Filters
 from search.query import parse_query
 from tests.search_library import (
     FILTER_CASES,
     make_engine,
+    save_text_index,
     track_row,
     write_tracks,
 )
@@ -176,17 +179,22 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
     assert kept > 20 and redone > 5, (kept, redone)
 
 
-@pytest.mark.parametrize("warm", [True, False], ids=["snapshot", "catalog"])
-def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedder, warm) -> None:
+@pytest.mark.parametrize("path", ["snapshot", "delta", "catalog"])
+def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedder, monkeypatch, path) -> None:
     """Each search runs its keyword stage in a worker thread while it embeds the query; eight threads
-    searching one engine at once (on the warm snapshot, or each on its own catalog connection, with
-    tracks newer than the snapshot matched by substring) get exactly the answers of one search at a time.
-    (Catalog connections of one process share a DuckDB instance, so they also share the snapshot's
-    attachment: before that was handled, concurrent searches fell back to plain-text matching.)"""
+    searching one engine at once (on the warm snapshot, on it with a track newer than the snapshot
+    copied, or each on its own catalog connection, with that track matched by substring) get exactly
+    the answers of one search at a time. (Catalog connections of one process share a DuckDB instance,
+    so they also share the snapshot's attachment: before that was handled, concurrent searches fell
+    back to plain-text matching.)"""
     from concurrent.futures import ThreadPoolExecutor
 
+    from search import fts
+
     catalog = Catalog(scratch / "catalog.duckdb")
-    if not warm:
+    if path == "catalog":
+        monkeypatch.setattr(fts, "DELTA_MAX", 0)
+    if path != "snapshot":
         row = {**track_row(98), "title": "Quartz Lantern", "indexed_at": dt.datetime(2025, 1, 1)}
         text = "A quiet piano piece with a lantern glow."
         write_tracks(catalog, [row], [text], text_embedder.encode([text]))
@@ -202,10 +210,83 @@ def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedd
     one_at_a_time = [answer(r) for r in requests]
     assert sum(bool(hits) for _, _, hits in one_at_a_time) > len(requests) // 2
     assert not any("keyword index is missing" in message for _, message, _ in one_at_a_time)
-    if not warm:  # the track newer than the snapshot, matched by substring
+    if path != "snapshot":  # the track newer than the snapshot, matched by substring
         assert engine.search("quartz lantern").hits[0].title == "Quartz Lantern"
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _ in range(2):
             assert list(pool.map(answer, requests)) == one_at_a_time
     with engine.reader().lock:
-        assert (engine.reader().current() is not None) == warm
+        view = engine.reader().current()
+    assert (view is None) == (path == "catalog")
+    assert path == "catalog" or view["stale"] == (path == "delta")
+
+
+def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, library, text_embedder,
+                                                                     monkeypatch) -> None:
+    """After a scan's commits (tracks added, deleted, no longer done, re-indexed), the warm snapshot with
+    the changes copied answers every query, filtered or not, browsing too, exactly as reading the catalog
+    does (the way with more changes than DELTA_MAX); the text index still holds the tracks gone. Changes
+    the catalog way cannot see, as it finds changed tracks by their indexed_at (a move, a recaption), the
+    copy shows: the new names are searched, the new path and caption shown."""
+    from search import fts
+
+    rows, vecs = library[1], library[2]
+    catalog = Catalog(scratch / "catalog.duckdb")
+    new = [{**track_row(100), "title": "Xylophone Nebula", "genre": "Jazz", "indexed_at": dt.datetime(2025, 1, 1)},
+           {**track_row(101), "indexed_at": dt.datetime(2025, 1, 2)}]
+    texts = ["A bright xylophone nebula of sound.", "Slow sad strings in a minor key over a soft piano."]
+    new_vecs = text_embedder.encode(texts)
+    new_ids = write_tracks(catalog, new, texts, new_vecs)
+    deleted, pending, redone = rows[3], rows[4], rows[9]
+    with catalog.write() as conn:
+        for table in (tags, captions):
+            conn.execute(delete(table).where(table.c.track_id == deleted["id"]))
+        conn.execute(delete(tracks).where(tracks.c.id == deleted["id"]))
+        conn.execute(update(tracks).where(tracks.c.id == pending["id"]).values(status="pending"))
+        conn.execute(update(tracks).where(tracks.c.id == redone["id"])
+                     .values(genre="Rock", title="Granite Echo", indexed_at=dt.datetime(2025, 2, 1)))
+        bump_generation(conn)
+    save_text_index(catalog, scratch, [r["id"] for r in rows] + new_ids, np.vstack([vecs, new_vecs]), "flat")
+    requests = [(q, f) for q in ("slow sad strings", "xylophone nebula", "granite echo", "rock", deleted["title"],
+                                 pending["title"], "calm piano", "")
+                for f in (Filters(), Filters(genre="Rock"), Filters(min_duration=100))]
+
+    def answers(engine) -> list[tuple]:
+        out = []
+        for query, filters in requests:
+            result = engine.search(query, filters=filters, top_k=10)
+            out.append((result.total, result.message,
+                        [(h.track_id, h.title, h.path, h.caption, round(h.score, 9), tuple(h.reasons))
+                         for h in result.hits]))
+        return out
+
+    warm = make_engine(scratch, text_embedder)
+    found = answers(warm)
+    with warm.reader().lock:
+        assert warm.reader().current()["stale"]
+    monkeypatch.setattr(fts, "DELTA_MAX", 2)  # three tracks changed
+    cold = make_engine(scratch, text_embedder)
+    assert answers(cold) == found
+    with cold.reader().lock:
+        assert cold.reader().current() is None
+    hits = {(q, f.genre, f.min_duration): [h[0] for h in r[2]] for (q, f), r in zip(requests, found, strict=True)}
+    assert hits[("xylophone nebula", None, None)][0] == new_ids[0]
+    assert hits[("granite echo", None, None)][0] == redone["id"]
+    assert redone["id"] in hits[("rock", "Rock", None)]
+    gone = {deleted["id"], pending["id"]}
+    assert not gone & {i for ids in hits.values() for i in ids}
+
+    moved, recaptioned = rows[8], rows[10]
+    with catalog.write() as conn:  # a move and a recaption: neither changes indexed_at
+        conn.execute(update(tracks).where(tracks.c.id == moved["id"])
+                     .values(path="/music/moved/Basalt Comet.flac", root="/music/moved", title="Basalt Comet"))
+        conn.execute(update(captions).where(captions.c.track_id == recaptioned["id"])
+                     .values(text="A lone theremin hums over tape hiss.", pipeline_version="p-next"))
+        conn.execute(update(tracks).where(tracks.c.id == recaptioned["id"]).values(pipeline_version="p-next"))
+        bump_generation(conn)
+    monkeypatch.setattr(fts, "DELTA_MAX", 50_000)
+    hit = warm.search("basalt comet").hits[0]
+    assert (hit.track_id, hit.path) == (moved["id"], "/music/moved/Basalt Comet.flac")
+    assert moved["id"] not in [h.track_id for h in warm.search(moved["title"]).hits[:1]]
+    hit = warm.search("theremin tape hiss").hits[0]
+    assert (hit.track_id, hit.caption) == (recaptioned["id"], "A lone theremin hums over tape hiss.")
