@@ -1,6 +1,7 @@
 """Search latency and index choice on synthetic catalogs of 10k, 100k and 1M tracks.
 
-For each size (bench/synthetic_catalog.py makes the data): a real DuckDB catalog of synthetic rows
+For each size (bench/synthetic_catalog.py makes the data; bench/search_situations.py drives the engine
+through the situations below): a real DuckDB catalog of synthetic rows
 (captions drawn from a music vocabulary with a Zipf law, so keyword posting lists are as skewed as real
 ones; five raw tags per track), the real keyword snapshot (indexer.keywords.refresh_keywords, as the scan
 rebuilds it), and 384-d random unit vectors scattered around 2,000 centres that are the real MiniLM embeddings of synthetic captions. Real caption embeddings cluster by topic, and queries
@@ -53,10 +54,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert, text  # noqa: E402
-from synthetic_catalog import (  # noqa: E402  (bench/, the script's folder)
+from search_situations import (  # noqa: E402  (bench/, the script's folder)
+    BIG_DELTA,
+    IDLE_PAUSES_S,
+    SCAN_BATCH,
+    after_idle,
+    during_scan,
+    keyword_stage_inline,
+    percentiles,
+    query_embedding_threads,
+    timed,
+)
+from sqlalchemy import insert  # noqa: E402
+from synthetic_catalog import (  # noqa: E402
     QUERIES,
-    add_tracks,
     caption_centres,
     clustered_vectors,
     make_catalog,
@@ -64,26 +75,11 @@ from synthetic_catalog import (  # noqa: E402  (bench/, the script's folder)
 )
 
 from indexer.keywords import refresh_after_scan, refresh_keywords  # noqa: E402
-from indexer.store import Catalog, bump_generation, generation, scans  # noqa: E402
+from indexer.store import Catalog, generation, scans  # noqa: E402
 from indexer.vectors import build_index, choose_kind, save_index  # noqa: E402
 
 K = 10
 BUILD_THREADS = 2  # index builds use both cores; every query runs on one (see main)
-
-
-def percentiles(ms: list[float]) -> dict:
-    q = np.percentile(ms, [50, 99])
-    return {"p50_ms": round(float(q[0]), 2), "p99_ms": round(float(q[1]), 2), "mean_ms": round(statistics.fmean(ms), 2),
-            "max_ms": round(max(ms), 2)}
-
-
-def timed(fn, queries) -> tuple[list, list[float]]:
-    out, ms = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        out.append(fn(q))
-        ms.append(1000 * (time.perf_counter() - t0))
-    return out, ms
 
 
 def brute_force(vecs: np.ndarray, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -235,124 +231,6 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     res["serving_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return res
-
-
-SCAN_COMMITS = 10  # batches of new tracks a simulated scan commits
-SCAN_BATCH = 100  # tracks per batch
-BIG_DELTA = 20_000  # then this many more new tracks at once
-
-
-def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
-    """Searches while a scan commits batches of new tracks the keyword snapshot lacks: the first after
-    each commit (it copies the changes: search/fts.py) and the others; then with BIG_DELTA more new
-    tracks; then with the copy refused (DELTA_MAX 0), when every search reads the catalog, as every
-    search during a scan did before the copy."""
-    from search import fts
-
-    rng = np.random.default_rng(7)
-    with catalog.read() as conn:
-        next_id = int(conn.execute(text("SELECT max(id) FROM tracks")).scalar()) + 1
-
-    def commit(n: int) -> None:
-        nonlocal next_id
-        add_tracks(catalog, next_id, n, rng, "2025-01-01")
-        with catalog.write() as conn:
-            bump_generation(conn)
-        next_id += n
-
-    def search_ms(queries: list[str]) -> list[float]:
-        return timed(lambda t: engine.search(t, top_k=20), queries)[1]
-
-    first, rest = [], []
-    per = max(2, len(texts) // SCAN_COMMITS)
-    for i in range(SCAN_COMMITS):
-        commit(SCAN_BATCH)
-        first += search_ms(texts[i * per: i * per + 1])
-        rest += search_ms(texts[i * per + 1: (i + 1) * per])
-    out = {"scan_first_after_commit": percentiles(first), "scan_between_commits": percentiles(rest)}
-    commit(BIG_DELTA)
-    out["big_delta_first_ms"] = round(search_ms(texts[:1])[0], 1)
-    out["big_delta"] = percentiles(search_ms(texts))
-    limit = fts.DELTA_MAX
-    fts.DELTA_MAX = 0
-    try:
-        with catalog.write() as conn:  # a new catalog stamp, for the engine to look again
-            bump_generation(conn)
-        out["engine_catalog"] = percentiles(search_ms(texts))
-    finally:
-        fts.DELTA_MAX = limit
-    return out
-
-
-class _Inline:
-    """An executor that runs what it is given at once, in the calling thread."""
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        done: Future = Future()
-        done.set_result(fn(*args))
-        return done
-
-
-def alternated(engine, texts: list[str], use_a, use_b) -> dict:
-    """The engine's searches in two set-ups, alternating per query (which goes first alternates too), so
-    both see the same machine: percentiles of each and the ratio of their means (a over b). `use_a` and
-    `use_b` put a set-up in place."""
-    a_ms, b_ms = [], []
-    for i, t in enumerate(texts):
-        for use, out in ((use_a, a_ms), (use_b, b_ms))[:: 1 if i % 2 else -1]:
-            use()
-            out.extend(timed(lambda q: engine.search(q, top_k=20), [t])[1])
-    return {"a": percentiles(a_ms), "b": percentiles(b_ms), "mean_ratio": round(statistics.fmean(a_ms) / statistics.fmean(b_ms), 3)}
-
-
-def keyword_stage_inline(engine, texts: list[str]) -> dict:
-    """The engine as it is (keyword stage in a worker while the query is embedded) against the same engine
-    with the keyword stage run first in the calling thread."""
-    import search.engine as engine_module
-
-    workers = engine_module._KEYWORD_STAGES
-    try:
-        res = alternated(engine, texts, lambda: setattr(engine_module, "_KEYWORD_STAGES", workers),
-                         lambda: setattr(engine_module, "_KEYWORD_STAGES", _Inline()))
-    finally:
-        engine_module._KEYWORD_STAGES = workers
-    return {"overlapped": res["a"], "inline": res["b"], "mean_ratio": res["mean_ratio"]}
-
-
-def query_embedding_threads(engine, texts: list[str]) -> dict:
-    """The engine as it is (each query embedded on one thread: TextEmbedder.encode_query) against the
-    same engine embedding on torch's threads (two here), while the keyword stage runs beside it."""
-    embedder = engine.embedder()
-    try:
-        res = alternated(engine, texts, lambda: embedder.__dict__.pop("encode_query", None),
-                         lambda: setattr(embedder, "encode_query", lambda t: embedder.encode([t])[0]))
-    finally:
-        embedder.__dict__.pop("encode_query", None)
-    return {"one_thread": res["a"], "torch_threads": res["b"], "mean_ratio": res["mean_ratio"]}
-
-
-# Pauses before a query, as between a person's searches. Everything else here runs queries back to
-# back; on this VM the CPUs are slow to come back from idle (docs/benchmarks.md, session 5).
-IDLE_PAUSES_S = (0.0, 0.1, 0.3, 1.0)
-
-
-def after_idle(engine, texts: list[str], per_pause: int = 12) -> dict:
-    """Query embedding and the whole search, each after the machine sat idle for a pause."""
-    embedder = engine.embedder()
-    out: dict = {}
-    for pause in IDLE_PAUSES_S:
-        embed_ms, search_ms = [], []
-        for i in range(per_pause):
-            time.sleep(pause)
-            _, ms = timed(lambda t: embedder.encode_query(t), [texts[i % len(texts)]])
-            embed_ms += ms
-            time.sleep(pause)
-            _, ms = timed(lambda t: engine.search(t, top_k=20), [texts[i % len(texts)]])
-            search_ms += ms
-        out[f"{pause}s"] = {"embed": percentiles(embed_ms), "engine": percentiles(search_ms)}
-    return out
 
 
 def allowed_ids(engine, filters) -> np.ndarray:
