@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 from search_situations import (  # noqa: E402  (bench/, the script's folder)
     BIG_DELTA,
     IDLE_PAUSES_S,
+    PAUSE_S,
     SCAN_BATCH,
     after_idle,
     during_scan,
@@ -329,7 +330,8 @@ def markdown(rows: list[dict]) -> str:
          "+filters p50/p99 ms",
          "(allowed tracks)", "browse+filters p50/p99 ms", "first query after a scan ms",
          "engine after a scan p50/p99 ms", f"during a scan: first after a commit of {SCAN_BATCH} p50/max ms",
-         "during a scan: between commits p50/p99 ms", f"{BIG_DELTA:,} new: first ms, then p50/p99 ms",
+         "during a scan: between commits p50/p99 ms",
+         f"first after a commit and {PAUSE_S} s p50/max ms: alone / following", f"{BIG_DELTA:,} new: first ms, then p50/p99 ms",
          "every search on the catalog p50/p99 ms"],
         lambda r: [f"{r['tracks']:,}", pp(r, "embed"), pp(r, "engine"),
                    ratio(r), pp(r, "engine_2_threads"),
@@ -341,7 +343,10 @@ def markdown(rows: list[dict]) -> str:
                    f"{r['engine_filtered']['allowed']:,}", pp(r, "browse_filtered"), r["first_after_scan_ms"],
                    pp(r, "engine_after_scan"),
                    get(r, "scan_first_after_commit", fmt="{0[p50_ms]:.1f} / {0[max_ms]:.1f}"),
-                   pp(r, "scan_between_commits"), f"{r['big_delta_first_ms']}, {pp(r, 'big_delta')}",
+                   pp(r, "scan_between_commits"),
+                   get(r, "first_after_pause", fmt="{0[p50_ms]:.1f} / {0[max_ms]:.1f}") + " / "
+                   + get(r, "first_after_pause_following", fmt="{0[p50_ms]:.1f} / {0[max_ms]:.1f}"),
+                   f"{r['big_delta_first_ms']}, {pp(r, 'big_delta')}",
                    pp(r, "engine_catalog")])
     lines += table(
         ["tracks", "filter ids (snapshot) ms", "filtered HNSW walk ms", "exact over allowed ms",

@@ -34,13 +34,18 @@ def timed(fn, queries) -> tuple[list, list[float]]:
 SCAN_COMMITS = 10  # batches of new tracks a simulated scan commits
 SCAN_BATCH = 100  # tracks per batch
 BIG_DELTA = 20_000  # then this many more new tracks at once
+PAUSED_COMMITS = 6  # commits each followed by a pause, then one search: without, then with following
+PAUSE_S = 1.5  # as between a person's searches
+FOLLOW_INTERVAL_S = 0.5
 
 
 def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
     """Searches while a scan commits batches of new tracks the keyword snapshot lacks: the first after
-    each commit (it copies the changes: search/fts.py) and the others; then with BIG_DELTA more new
-    tracks; then with the copy refused (DELTA_MAX 0), when every search reads the catalog, as every
-    search during a scan did before the copy."""
+    each commit (it copies the changes: search/fts.py) and the others; the first after a commit and a
+    pause, without and then with the engine following the catalog (`SearchEngine.follow_catalog`: the
+    copy made in the background meanwhile); then with BIG_DELTA more new tracks; then with the copy
+    refused (DELTA_MAX 0), when every search reads the catalog, as every search during a scan did
+    before the copy."""
     from search import fts
 
     rng = np.random.default_rng(7)
@@ -64,6 +69,18 @@ def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
         first += search_ms(texts[i * per: i * per + 1])
         rest += search_ms(texts[i * per + 1: (i + 1) * per])
     out = {"scan_first_after_commit": percentiles(first), "scan_between_commits": percentiles(rest)}
+
+    def first_after_pause() -> dict:
+        ms = []
+        for i in range(PAUSED_COMMITS):
+            commit(SCAN_BATCH)
+            time.sleep(PAUSE_S)
+            ms += search_ms(texts[i: i + 1])
+        return percentiles(ms)
+
+    out["first_after_pause"] = first_after_pause()
+    engine.follow_catalog(interval=FOLLOW_INTERVAL_S)
+    out["first_after_pause_following"] = first_after_pause()
     commit(BIG_DELTA)
     out["big_delta_first_ms"] = round(search_ms(texts[:1])[0], 1)
     out["big_delta"] = percentiles(search_ms(texts))

@@ -352,3 +352,47 @@ def test_a_query_is_embedded_on_one_thread_of_the_caller_only(text_embedder) -> 
         stop.set()
         hook.remove()
         torch.set_num_threads(before)
+
+
+def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text_embedder) -> None:
+    """`follow_catalog`: a scan's commit is copied for the warm snapshot in the background, before any
+    search asks; the thread ends once the engine is gone."""
+    import gc
+    import threading
+    import time
+
+    from search.rank import DELTA_TRACKS
+
+    catalog = Catalog(scratch / "catalog.duckdb")
+    refresh_keywords(catalog)
+    engine = make_engine(scratch, text_embedder)
+    reader = engine.reader()
+
+    def following() -> set:
+        return {t for t in threading.enumerate() if t.name == "search-follow"}
+
+    others = following()  # other tests' engines (the UI's) may follow their catalogs
+    engine.follow_catalog(interval=0.02)
+    engine.follow_catalog(interval=0.02)  # once is enough: no second thread
+    followers = list(following() - others)
+    assert len(followers) == 1
+    text = "A cobalt murmur of bowed glass."
+    row = {**track_row(96), "title": "Cobalt Murmur", "indexed_at": dt.datetime(2025, 1, 1)}
+    write_tracks(catalog, [row], [text], text_embedder.encode([text]))
+
+    def copied() -> list:
+        with reader.lock:
+            if not reader.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                      {"t": DELTA_TRACKS}).fetchone()[0]:
+                return []
+            return [t for (t,) in reader.con.execute(f"SELECT title FROM {DELTA_TRACKS}").fetchall()]
+
+    deadline = time.monotonic() + 20
+    while not copied() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert copied() == ["Cobalt Murmur"]
+    assert engine.search("cobalt murmur").hits[0].title == "Cobalt Murmur"
+    del engine
+    gc.collect()
+    followers[0].join(timeout=10)
+    assert not followers[0].is_alive()

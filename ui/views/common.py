@@ -61,8 +61,11 @@ def _settings_key(settings: Settings) -> str:
 
 @st.cache_resource(show_spinner="Opening the catalog…", max_entries=4)
 def _open_engine(key: str, _settings: Settings) -> SearchEngine:
-    """One engine per settings per server process: it holds the text embedder and the vector indexes."""
-    return SearchEngine(_settings)
+    """One engine per settings per server process: it holds the text embedder and the vector indexes,
+    and copies a running scan's commits for its keyword snapshot between searches."""
+    engine = SearchEngine(_settings)
+    engine.follow_catalog()
+    return engine
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=2)
