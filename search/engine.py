@@ -10,11 +10,11 @@ pass and get back (filters, hits, result pages) is in search/types.py; the SQL i
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import re
 import threading
-import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +40,9 @@ from search.query import ParsedQuery, parse_query
 from search.types import Filters, Hit, SearchError, SearchResult
 
 log = logging.getLogger(__name__)
+# `follow_catalog`'s threads, and what stops them when the interpreter exits (see `_stop_following`).
+_FOLLOWERS: list[threading.Thread] = []
+_STOP_FOLLOWING = threading.Event()
 
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
@@ -80,8 +83,7 @@ def _run_all(db: duckdb.DuckDBPyConnection, statements: list[str], params: dict)
 
 def _follow(engine_ref: weakref.ref, interval: float) -> None:
     """`SearchEngine.follow_catalog`'s thread: what a search would do first, between searches."""
-    while True:
-        time.sleep(interval)
+    while not _STOP_FOLLOWING.wait(interval):
         engine = engine_ref()
         if engine is None:
             return
@@ -92,6 +94,15 @@ def _follow(engine_ref: weakref.ref, interval: float) -> None:
                 reader.current()  # a stat of two files when nothing changed
             except Exception:  # the next search meets it too, and says so
                 log.exception("following the catalog")
+
+
+@atexit.register
+def _stop_following() -> None:
+    """Stop the followers before the interpreter finalises: a daemon thread caught inside DuckDB then
+    (a connection closing needs the GIL back) aborts the whole process."""
+    _STOP_FOLLOWING.set()
+    for thread in _FOLLOWERS:
+        thread.join(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,10 @@ class SearchEngine:
             if self._following:
                 return
             self._following = True
-        threading.Thread(target=_follow, args=(weakref.ref(self), interval), name="search-follow",
-                         daemon=True).start()
+        thread = threading.Thread(target=_follow, args=(weakref.ref(self), interval), name="search-follow",
+                                  daemon=True)
+        _FOLLOWERS[:] = [t for t in _FOLLOWERS if t.is_alive()] + [thread]
+        thread.start()
 
     # -- search ----------------------------------------------------------------------------------------
     def search(self, query: str, filters: Filters | None = None, top_k: int = 20, offset: int = 0) -> SearchResult:

@@ -396,3 +396,33 @@ def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text
     gc.collect()
     followers[0].join(timeout=10)
     assert not followers[0].is_alive()
+
+
+def test_a_process_exits_cleanly_while_engines_follow_a_changing_catalog(scratch) -> None:
+    """A follower thread caught inside DuckDB when the interpreter finalises aborts the process (exit
+    134, as the test run once did after its UI tests): the followers are stopped at exit first."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import os, sys, threading, time
+from model.settings import load_settings
+from search import SearchEngine
+data, pause = sys.argv[1], float(sys.argv[2])
+engines = [SearchEngine(load_settings(data_dir=data)) for _ in range(3)]
+for engine in engines:
+    engine.follow_catalog(interval=0.0005)
+def touch():  # a new catalog stamp every millisecond: the followers keep opening the catalog
+    while True:
+        os.utime(os.path.join(data, "catalog.duckdb"))
+        time.sleep(0.001)
+threading.Thread(target=touch, daemon=True).start()
+time.sleep(pause)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    for pause in ("0.1", "0.3", "0.5"):
+        done = subprocess.run([sys.executable, "-c", script, str(scratch), pause], cwd=repo, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
