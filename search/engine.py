@@ -10,12 +10,9 @@ pass and get back (filters, hits, result pages) is in search/types.py; the SQL i
 
 from __future__ import annotations
 
-import atexit
 import json
-import logging
 import re
 import threading
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +35,6 @@ from search.ann import VectorIndex
 from search.fts import QUERY_THREADS, SnapshotReader, attach_snapshot
 from search.query import ParsedQuery, parse_query
 from search.types import Filters, Hit, SearchError, SearchResult
-
-log = logging.getLogger(__name__)
-# `follow_catalog`'s threads, and what stops them when the interpreter exits (see `_stop_following`).
-_FOLLOWERS: list[threading.Thread] = []
-_STOP_FOLLOWING = threading.Event()
 
 MAX_TOP_K = 200
 MAX_OFFSET = 10_000
@@ -81,30 +73,6 @@ def _run_all(db: duckdb.DuckDBPyConnection, statements: list[str], params: dict)
         db.execute(sql, _bound(sql, params))
 
 
-def _follow(engine_ref: weakref.ref, interval: float) -> None:
-    """`SearchEngine.follow_catalog`'s thread: what a search would do first, between searches."""
-    while not _STOP_FOLLOWING.wait(interval):
-        engine = engine_ref()
-        if engine is None:
-            return
-        reader = engine.reader()
-        del engine
-        with reader.lock:
-            try:
-                reader.current()  # a stat of two files when nothing changed
-            except Exception:  # the next search meets it too, and says so
-                log.exception("following the catalog")
-
-
-@atexit.register
-def _stop_following() -> None:
-    """Stop the followers before the interpreter finalises: a daemon thread caught inside DuckDB then
-    (a connection closing needs the GIL back) aborts the whole process."""
-    _STOP_FOLLOWING.set()
-    for thread in _FOLLOWERS:
-        thread.join(timeout=10)
-
-
 @dataclass(frozen=True)
 class _Query:
     """One search, prepared: what the ranking needs whichever store answers it."""
@@ -140,7 +108,6 @@ class SearchEngine:
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
         self._facets: tuple[str, dict] | None = None  # (catalog stamp, facets) of the last read
-        self._following = False
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
@@ -168,16 +135,8 @@ class SearchEngine:
     def follow_catalog(self, interval: float = 1.0) -> None:
         """Copy each scan commit for the warm keyword snapshot in the background (every `interval`
         seconds), for a long-running process such as the UI's: otherwise the first search after each
-        commit makes the copy itself (about 0.2 s at a million tracks, docs/benchmarks.md). The thread
-        holds the engine weakly and ends with it."""
-        with self._lock:
-            if self._following:
-                return
-            self._following = True
-        thread = threading.Thread(target=_follow, args=(weakref.ref(self), interval), name="search-follow",
-                                  daemon=True)
-        _FOLLOWERS[:] = [t for t in _FOLLOWERS if t.is_alive()] + [thread]
-        thread.start()
+        commit makes the copy itself (about 0.2 s at a million tracks, docs/benchmarks.md)."""
+        self.reader().follow(interval)
 
     # -- search ----------------------------------------------------------------------------------------
     def search(self, query: str, filters: Filters | None = None, top_k: int = 20, offset: int = 0) -> SearchResult:

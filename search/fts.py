@@ -8,7 +8,10 @@ does every search read the catalog itself.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -34,6 +37,8 @@ from indexer.keywords import (
 from indexer.store import Catalog, CatalogError, generation
 from search.rank import DELTA_NAMES, DELTA_STALE, DELTA_TRACKS, LIVE_TRACKS, delta_names_sql, haystack_sql
 
+log = logging.getLogger(__name__)
+
 # DuckDB threads per search query, on the warm snapshot and on a fresh catalog connection. On the 2-core
 # reference machine a second thread made the broadest 1M-track query's SQL faster when the machine was
 # idle (49 ms against 67 ms), but the engine slower whenever another process used a core, and small
@@ -50,6 +55,9 @@ STEM_CACHE_SIZE = 100_000  # words whose stem a reader keeps (a few MB); emptied
 DELTA_MAX = 50_000
 # kw_tracks' columns, in its order: the delta's rows are laid out the same, for LIVE_TRACKS.
 KW_TRACK_COLUMNS = ("id", "status", *TRACK_COLUMNS, "caption", "row_hash")
+# `SnapshotReader.follow`'s threads, and what stops them when the interpreter exits (`_stop_following`).
+_FOLLOWERS: list[threading.Thread] = []
+_STOP_FOLLOWING = threading.Event()
 
 
 def attach_snapshot(db: duckdb.DuckDBPyConnection, catalog: Catalog, alias: str = "kw") -> dict | None:
@@ -104,6 +112,7 @@ class SnapshotReader:
         self._delta = False  # whether the changes since the snapshot, as of `_checked`, are copied
         self._ids: np.ndarray | None = None  # the snapshot's track ids, sorted (read when first needed)
         self._live_ids = np.zeros(0, dtype=np.int64)  # with the changes copied applied
+        self._following = False
         self._stem_cache: dict[str, str] = {}
 
     @property
@@ -163,6 +172,18 @@ class SnapshotReader:
         if self._delta:
             return {**self._meta, "stale": True, "tracks": LIVE_TRACKS}
         return None
+
+    def follow(self, interval: float) -> None:
+        """Call `current` every `interval` seconds in a thread of its own, as a search would first, so a
+        scan's commits are copied between searches. The thread holds the reader weakly and ends with it."""
+        with self.lock:
+            if self._following:
+                return
+            self._following = True
+        thread = threading.Thread(target=_follow, args=(weakref.ref(self), interval), name="search-follow",
+                                  daemon=True)
+        _FOLLOWERS[:] = [t for t in _FOLLOWERS if t.is_alive()] + [thread]
+        thread.start()
 
     def _load_delta(self, catalog: duckdb.DuckDBPyConnection) -> bool:
         """Copy from a catalog connection what changed since the snapshot (see `current`); False, and
@@ -295,3 +316,26 @@ class SnapshotReader:
             rows = self.con.execute(sql, {"texts": list(texts), "stems": list(stems)}).fetchall()
         found = dict(rows)
         return [found.get(i, []) for i in range(len(texts))]
+
+
+def _follow(reader_ref: weakref.ref, interval: float) -> None:
+    """`SnapshotReader.follow`'s thread."""
+    while not _STOP_FOLLOWING.wait(interval):
+        reader = reader_ref()
+        if reader is None:
+            return
+        with reader.lock:
+            try:
+                reader.current()  # a stat of two files when nothing changed
+            except Exception:  # the next search meets it too, and says so
+                log.exception("following the catalog")
+        del reader
+
+
+@atexit.register
+def _stop_following() -> None:
+    """Stop the followers before the interpreter finalises: a daemon thread caught inside DuckDB then
+    (a connection closing needs the GIL back) aborts the whole process."""
+    _STOP_FOLLOWING.set()
+    for thread in _FOLLOWERS:
+        thread.join(timeout=10)

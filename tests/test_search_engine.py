@@ -356,7 +356,7 @@ def test_a_query_is_embedded_on_one_thread_of_the_caller_only(text_embedder) -> 
 
 def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text_embedder) -> None:
     """`follow_catalog`: a scan's commit is copied for the warm snapshot in the background, before any
-    search asks; the thread ends once the engine is gone."""
+    search asks; the thread ends once the engine and its snapshot reader are gone."""
     import gc
     import threading
     import time
@@ -380,7 +380,7 @@ def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text
     row = {**track_row(96), "title": "Cobalt Murmur", "indexed_at": dt.datetime(2025, 1, 1)}
     write_tracks(catalog, [row], [text], text_embedder.encode([text]))
 
-    def copied() -> list:
+    def copied(reader) -> list:
         with reader.lock:
             if not reader.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
                                       {"t": DELTA_TRACKS}).fetchone()[0]:
@@ -388,11 +388,11 @@ def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text
             return [t for (t,) in reader.con.execute(f"SELECT title FROM {DELTA_TRACKS}").fetchall()]
 
     deadline = time.monotonic() + 20
-    while not copied() and time.monotonic() < deadline:
+    while not copied(reader) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert copied() == ["Cobalt Murmur"]
+    assert copied(reader) == ["Cobalt Murmur"]
     assert engine.search("cobalt murmur").hits[0].title == "Cobalt Murmur"
-    del engine
+    del engine, reader
     gc.collect()
     followers[0].join(timeout=10)
     assert not followers[0].is_alive()
