@@ -4,8 +4,8 @@ Each call opens the catalog read-only for one query and closes it (a scan in ano
 between our queries), except the keyword snapshot (search/fts.py), which no one writes in place and which
 answers a search alone, with a copy of the tracks changed since when a scan has moved the catalog on; the
 text embedder, the snapshot reader and the FAISS indexes are loaded once, lazily, and reloaded when the
-scan rewrites them. What callers
-pass and get back (filters, hits, result pages) is in search/types.py; the SQL in search/rank.py.
+scan rewrites them. What callers pass and get back (filters, hits, result pages) is in search/types.py;
+the SQL in search/rank.py.
 """
 
 from __future__ import annotations
