@@ -173,6 +173,7 @@ class Known:
     status: str
     encoder_version: str | None
     pipeline_version: str | None
+    analysis_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,14 @@ class Job:
     entry: FileEntry
     fingerprint: str
     track_id: int | None  # the catalog track this file replaces (changed, stale or half-done)
-    reason: str  # new | changed | stale | incomplete | retry
+    reason: str  # new | changed | stale | incomplete | retry | reanalyse
 
 
 @dataclass
 class Plan:
     index: list[Job] = field(default_factory=list)  # decode, encode, caption
     recaption: list[int] = field(default_factory=list)  # caption again from stored tokens
+    reanalyse: list[Job] = field(default_factory=list)  # decode and analyse again, keep the tokens
     moves: list[tuple[int, FileEntry]] = field(default_factory=list)  # same content, new path
     touches: list[tuple[int, FileEntry]] = field(default_factory=list)  # same content, new mtime
     removed: list[int] = field(default_factory=list)
@@ -197,8 +199,13 @@ class Plan:
 
 
 def plan_scan(found: Walk, known: list[Known], failed: dict[str, tuple[int | None, float | None]],
-              encoder_version: str, pipeline_version: str, recaption: bool = False) -> Plan:
-    """Decide the work for each file: only what is new, changed or stale is redone."""
+              encoder_version: str, pipeline_version: str, recaption: bool = False,
+              analysis_version: str | None = None) -> Plan:
+    """Decide the work for each file: only what is new, changed or stale is redone.
+
+    A track whose analysis is older than `analysis_version` (or missing: a catalog from before the
+    analysis) is analysed again without being encoded again; None leaves analyses alone.
+    """
     plan = Plan(failures=list(found.failures))
     by_path = {k.path: k for k in known}
     found_paths = {e.path for e in found.files}
@@ -210,10 +217,15 @@ def plan_scan(found: Walk, known: list[Known], failed: dict[str, tuple[int | Non
             plan.index.append(Job(entry, fp, k.id, "incomplete"))
         elif k.encoder_version != encoder_version:
             plan.index.append(Job(entry, fp, k.id, "stale"))
-        elif k.pipeline_version != pipeline_version or recaption:
-            plan.recaption.append(k.id)
         else:
-            return True
+            fresh = True
+            if analysis_version is not None and k.analysis_version != analysis_version:
+                plan.reanalyse.append(Job(entry, fp, k.id, "reanalyse"))
+                fresh = False
+            if k.pipeline_version != pipeline_version or recaption:
+                plan.recaption.append(k.id)
+                fresh = False
+            return fresh
         return False
 
     for entry in found.files:

@@ -22,14 +22,16 @@ from itertools import islice
 from typing import TypeVar
 
 import numpy as np
+import soxr
 from sqlalchemy import insert, select, update
 
 from indexer.decode import Decoded, DecodePool
 from indexer.discover import Failure, FileEntry, Job, Known, Plan, plan_scan, walk
-from indexer.store import Catalog, embeddings, errors, scans, tracks
+from indexer.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
 from indexer.tags import read_tags
 from indexer.vectors import IndexSet
 from indexer.writer import FP16_MAX, Batch, CaptionResult, ScanLock, TrackResult, Writer
+from model.analysis import TrackAnalysis, analysis_version
 from model.batching import (
     AdaptiveBatch,
     Failed,
@@ -58,6 +60,7 @@ class ScanSummary:
     moved: list[int] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     recaptioned: list[int] = field(default_factory=list)
+    reanalysed: list[int] = field(default_factory=list)  # analysed again, not encoded again
     unchanged: int = 0
     skipped_failed: int = 0  # failed in an earlier scan and unchanged since: not retried
     failed: list[dict] = field(default_factory=list)  # {path, stage, reason}
@@ -75,6 +78,7 @@ class ScanSummary:
         out = asdict(self)
         out["counts"] = {"files": self.files_total, "indexed": len(self.indexed), "moved": len(self.moved),
                          "removed": len(self.removed), "recaptioned": len(self.recaptioned),
+                         "reanalysed": len(self.reanalysed),
                          "unchanged": self.unchanged, "failed": len(self.failed),
                          "skipped_failed": self.skipped_failed}
         out["audio_per_wall_second"] = round(self.audio_per_wall_second, 3)
@@ -82,11 +86,13 @@ class ScanSummary:
 
 
 class Models:
-    """The encoder, MusiLingo and text embedder of one profile, loaded on first use (a no-op scan loads none)."""
+    """The encoder, MusiLingo, text embedder and analyzer (musicnn, tempo, key) of one profile, loaded on first
+    use (a no-op scan loads none)."""
 
-    def __init__(self, profile: Profile, settings: Settings, encoder=None, musilingo=None, text=None) -> None:
+    def __init__(self, profile: Profile, settings: Settings, encoder=None, musilingo=None, text=None,
+                 analyzer=None) -> None:
         self.profile, self.settings = profile, settings
-        for name, given in (("encoder", encoder), ("musilingo", musilingo), ("text", text)):
+        for name, given in (("encoder", encoder), ("musilingo", musilingo), ("text", text), ("analyzer", analyzer)):
             if given is not None:
                 self.__dict__[name] = given  # cached_property reads the instance dict first
         if encoder is not None and encoder.version() != profile.version("encoder"):
@@ -108,6 +114,12 @@ class Models:
 
         return MusiLingo.from_profile(self.profile, self.settings.resolved_device(),
                                       cache_dir=self.settings.models_dir, with_encoder=False)
+
+    @cached_property
+    def analyzer(self):
+        from model.analysis import Analyzer
+
+        return Analyzer(self.settings.models_dir, self.settings.resolved_device())
 
     @cached_property
     def text(self):
@@ -132,6 +144,15 @@ def file_failure(entry: FileEntry, track_id: int | None, stage: str, reason: str
     if retry:
         return Failure(entry.path, entry.root, stage, reason)
     return Failure(entry.path, entry.root, stage, reason, entry.size, entry.mtime, track_id)
+
+
+@dataclass
+class StoredCaption:
+    """A track's caption as the catalog holds it: kept when only its analysis is redone."""
+
+    text: str
+    token_ids: list[int]
+    pipeline_version: str
 
 
 @dataclass
@@ -172,9 +193,14 @@ class Indexing:
             self.settings.caption_batch_size, str(model.device),
             lambda: caption_item_bytes(model.llm.config, model.llm.dtype, audio_tokens, new_tokens)))
 
+    @cached_property
+    def analysis_batch(self) -> AdaptiveBatch:
+        """Tracks per `Analyzer.analyze` call (each takes at most `model.analysis.MAX_PATCHES` patches)."""
+        return AdaptiveBatch(max(1, self.settings.encode_batch_size))
+
     def batch_sizes(self) -> dict[str, dict[str, int]]:
-        """{"encode"|"caption": {"start", "final"}} for the models this run used."""
-        return {name: self.__dict__[f"{name}_batch"].report() for name in ("encode", "caption")
+        """{"analysis"|"encode"|"caption": {"start", "final"}} for the models this run used."""
+        return {name: self.__dict__[f"{name}_batch"].report() for name in ("analysis", "encode", "caption")
                 if f"{name}_batch" in self.__dict__}
 
     def encode(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, Encoded]], list[Failed[int]]]:
@@ -198,27 +224,55 @@ class Indexing:
                 out.append((i, Encoded(half, track_vector(tokens), seconds)))
         return out, failed
 
-    def caption(self, tokens: list[np.ndarray]) -> tuple[list[tuple[int, CaptionResult]], list[Failed[int]]]:
-        """Captions and text vectors for stored (fp16) token arrays, by position."""
+    def analyze(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, TrackAnalysis]], list[Failed[int]]]:
+        """What the taggers, tempo and key estimators hear in each wave (at the encoder's rate), by position."""
+        analyzer, rate = self.models.analyzer, self.models.encoder.sample_rate
+
+        def run(idx: list[int]) -> list[TrackAnalysis]:
+            return analyzer.analyze([waves[i] if rate == analyzer.sample_rate else
+                                     soxr.resample(waves[i], rate, analyzer.sample_rate) for i in idx])
+
+        return self.analysis_batch.run(run, list(range(len(waves))))
+
+    def caption(self, tokens: list[np.ndarray] | None, analyses: list[TrackAnalysis | None]) -> tuple[
+            list[tuple[int, CaptionResult]], list[Failed[int]]]:
+        """Captions and text vectors for stored (fp16) token arrays and their analyses, by position.
+
+        The `analysis` caption source writes the caption from the analysis (no LLM, `tokens` unused); the
+        `model` source generates it from the tokens, and the text a track is found by adds what the
+        analysis heard.
+        """
         import torch
 
-        gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
-            [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
-            max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
-        vecs = self.models.text.encode([g.text for _, g in gens])
+        if self.profile.caption_source == "analysis":
+            made = [(i, a.describe().caption(), []) for i, a in enumerate(analyses) if a is not None]
+            failed = [Failed(i, "no analysis to write a caption from") for i, a in enumerate(analyses) if a is None]
+            texts = [text for _, text, _ in made]
+        else:
+            gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
+                [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
+                max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
+            made = [(i, g.text, list(g.token_ids)) for i, g in gens]
+            texts = [text if analyses[i] is None else f"{text} {analyses[i].describe().caption()}"
+                     for i, text, _ in made]
+        vecs = self.models.text.encode(texts)
         version = self.profile.version()
-        return [(i, CaptionResult(g.text, list(g.token_ids), v, version))
-                for (i, g), v in zip(gens, vecs, strict=True)], failed
+        return [(i, CaptionResult(text, ids, v, version)) for (i, text, ids), v in zip(made, vecs, strict=True)], failed
 
     def results(self, decoded: list[Decoded]) -> Batch:
-        """The writer's batch for decoded files: encoded and captioned tracks, and a failure for each other file."""
+        """The writer's batch for decoded files: analysed, encoded and captioned tracks, and a failure for each
+        other file."""
         batch = Batch(files_done=len(decoded))
-        audio = [d for d in decoded if d.error is None]
         batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
                            for d in decoded if d.error is not None]
+        audio = [d for d in decoded if d.error is None]
+        analysed, bad = self.analyze([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
+        audio = [audio[k] for k, _ in analysed]
+        heard = [a for _, a in analysed]
         encoded, bad = self.encode([d.wave for d in audio])
         batch.failures += [self._failure(audio[f.item].job, "encode", f) for f in bad]
-        captioned, bad = self.caption([e.tokens for _, e in encoded])
+        captioned, bad = self.caption([e.tokens for _, e in encoded], [heard[k] for k, _ in encoded])
         batch.failures += [self._failure(audio[encoded[f.item][0]].job, "caption", f) for f in bad]
         version = self.profile.version("encoder")
         for i, cap in captioned:
@@ -227,8 +281,30 @@ class Indexing:
             batch.tracks.append(TrackResult(
                 entry=job.entry, fingerprint=job.fingerprint, tags=audio[k].tags, indexed_seconds=enc.seconds,
                 profile=self.profile.name, encoder_version=version, tokens=enc.tokens, vector=enc.vector,
-                caption=cap, track_id=job.track_id))
+                caption=cap, analysis=heard[k], track_id=job.track_id))
             batch.audio_seconds += enc.seconds
+        return batch
+
+    def reanalysed(self, decoded: list[Decoded], stored: dict[int, StoredCaption]) -> Batch:
+        """The writer's batch for tracks analysed again (a new tagger or estimator): their analysis, and the
+        caption (written anew from the analysis, or the stored one) with the text vector it is found by."""
+        batch = Batch(files_done=len(decoded))
+        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
+                           for d in decoded if d.error is not None]
+        audio = [d for d in decoded if d.error is None]
+        analysed, bad = self.analyze([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
+        ids = [audio[k].job.track_id for k, _ in analysed]
+        heard = [a for _, a in analysed]
+        if self.profile.caption_source == "analysis":
+            captioned, bad = self.caption(None, heard)
+            batch.failures += [self._failure(audio[analysed[f.item][0]].job, "caption", f) for f in bad]
+        else:
+            texts = [f"{stored[t].text} {a.describe().caption()}" for t, a in zip(ids, heard, strict=True)]
+            captioned = [(i, CaptionResult(stored[t].text, stored[t].token_ids, v, stored[t].pipeline_version))
+                         for i, (t, v) in enumerate(zip(ids, self.models.text.encode(texts), strict=True))]
+        batch.reanalyses += [(ids[i], heard[i]) for i, _ in captioned]
+        batch.recaptions += [(ids[i], cap) for i, cap in captioned]
         return batch
 
     @staticmethod
@@ -240,11 +316,19 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def stored_analyses(conn, track_ids: list[int]) -> dict[int, TrackAnalysis]:
+    """The catalog's analyses of these tracks (those that have one), as the analyzer made them."""
+    rows = conn.execute(select(analyses, tracks.c.bpm, tracks.c.tonic, tracks.c.mode)
+                        .join(tracks, tracks.c.id == analyses.c.track_id)
+                        .where(analyses.c.track_id.in_(track_ids))).mappings()
+    return {r["track_id"]: TrackAnalysis.from_record(dict(r)) for r in rows}
+
+
 def _catalog_state(catalog: Catalog) -> tuple[list[Known], dict[str, tuple[int | None, float | None]]]:
     with catalog.read() as conn:
         known = [Known(*r) for r in conn.execute(select(
             tracks.c.id, tracks.c.path, tracks.c.size, tracks.c.mtime, tracks.c.fingerprint, tracks.c.status,
-            tracks.c.encoder_version, tracks.c.pipeline_version))]
+            tracks.c.encoder_version, tracks.c.pipeline_version, tracks.c.analysis_version))]
         failed = {r.path: (r.size, r.mtime) for r in conn.execute(select(errors.c.path, errors.c.size, errors.c.mtime))}
     return known, failed
 
@@ -323,7 +407,7 @@ class Scan:
         s = self.summary
         found = walk(s.roots)
         known, failed = _catalog_state(self.catalog)
-        plan = plan_scan(found, known, failed, s.encoder_version, s.pipeline_version, recaption)
+        plan = plan_scan(found, known, failed, s.encoder_version, s.pipeline_version, recaption, analysis_version())
         s.files_total = len(found.files)
         s.unchanged = plan.unchanged
         s.skipped_failed = len(plan.skipped_failed)
@@ -344,6 +428,7 @@ class Scan:
         s = self.summary
         s.indexed += done.track_ids
         s.recaptioned += [tid for tid, _ in batch.recaptions]
+        s.reanalysed += [tid for tid, _ in batch.reanalyses]
         s.removed += done.removed
         s.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
         s.audio_seconds += batch.audio_seconds
@@ -359,16 +444,31 @@ class Scan:
             for chunk in _batched(pool.run(jobs), self.commit_every):
                 self.commit(self.indexing.results(chunk))
 
+    def reanalyse(self, jobs: list[Job], max_seconds: float) -> None:
+        """Decode and analyse tracks again (a new tagger or estimator, or a catalog from before the analysis),
+        here, without encoding them again; captions written from the analysis are redone with it."""
+        if not jobs:
+            return
+        rate, workers = self.indexing.models.encoder.sample_rate, self.settings.decode_workers
+        with DecodePool(workers, rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
+            for chunk in _batched(pool.run(jobs), self.commit_every):
+                ids = [d.job.track_id for d in chunk]
+                with self.catalog.read() as conn:
+                    stored = {r.track_id: StoredCaption(r.text, json.loads(r.token_ids or "[]"), r.pipeline_version)
+                              for r in conn.execute(select(captions).where(captions.c.track_id.in_(ids)))}
+                self.commit(self.indexing.reanalysed(chunk, stored))
+
     def recaption(self, track_ids: list[int]) -> None:
-        """Caption tracks again from their stored tokens, here (no audio is read)."""
+        """Caption tracks again from their stored tokens and analyses, here (no audio is read)."""
         for ids in _batched(track_ids, self.commit_every):
             with self.catalog.read() as conn:
                 rows = conn.execute(select(
                     embeddings.c.track_id, embeddings.c.n_tokens, embeddings.c.dim, embeddings.c.tokens,
                     tracks.c.path, tracks.c.root).join(tracks, tracks.c.id == embeddings.c.track_id)
                     .where(embeddings.c.track_id.in_(ids))).all()
+                heard = stored_analyses(conn, ids)
             stored = [np.frombuffer(r.tokens, dtype=np.float16).reshape(r.n_tokens, r.dim) for r in rows]
-            captioned, bad = self.indexing.caption(stored)
+            captioned, bad = self.indexing.caption(stored, [heard.get(r.track_id) for r in rows])
             batch = Batch(files_done=len(ids), recaptions=[(rows[i].track_id, cap) for i, cap in captioned])
             batch.failures += [Failure(rows[f.item].path, rows[f.item].root, "caption", f.reason) for f in bad]
             self.commit(batch)
@@ -410,5 +510,6 @@ def scan(roots: list[str], settings: Settings, profile: Profile | None = None, *
     with run:
         plan = run.plan(recaption)
         run.index(plan.index, limit_seconds or settings.max_track_seconds)
+        run.reanalyse(plan.reanalyse, limit_seconds or settings.max_track_seconds)
         run.recaption(plan.recaption)
     return run.summary

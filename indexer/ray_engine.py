@@ -5,14 +5,16 @@ tracks. Here the driver walks the library and plans exactly as the single-proces
 (`indexer.discover`), then streams the jobs through Ray Data:
 
     from_items(jobs) -> decode (CPU tasks, `indexer.decode.DecodePool` / `read_file`)
-                     -> encode (actor pool, one Encoder per actor, GPU share when GPUs exist)
+                     -> analyse + encode (actor pool, one Analyzer and Encoder per actor, GPU share
+                        when GPUs exist)
                      -> caption + text vector (actor pool, one MusiLingo per actor)
 
 Results come back to the driver in batches of `commit_every` rows; each is written as a Parquet
 shard to `<data_dir>/ray/<scan_id>/` and then committed by the indexer's own `Writer`, the one
 writer of the catalog and FAISS indexes. The driver writes the shards, so workers need no shared
 filesystem. Everything else is the single-process scan's own steps (`indexer.pipeline.Scan`: one
-row in `scans`, the plan, moves, touches, deletions and recaptions applied once, on the driver), and
+row in `scans`, the plan, moves, touches, deletions, re-analyses and recaptions applied once, on the
+driver), and
 the actors compute with its `Indexing`, batch-size back-off on out-of-memory included.
 
 Resume: a committed track is `done` in the catalog, so the next run's plan skips it. A driver that
@@ -44,6 +46,7 @@ from indexer.discover import FileEntry, Job
 from indexer.pipeline import COMMIT_EVERY, Indexing, Models, Scan, ScanSummary, file_failure
 from indexer.tags import TrackTags
 from indexer.writer import Batch, CaptionResult, TrackResult
+from model.analysis import TrackAnalysis, analysis_version
 from model.batching import MAX_GPU_BATCH
 from model.config import Profile, load_profile
 from model.settings import Settings
@@ -60,6 +63,10 @@ SHARD_SCHEMA = pa.schema([
     ("n_tokens", pa.int64()), ("dim", pa.int64()),
     ("tokens", pa.large_binary()),  # fp16 [n_tokens, dim], row-major: what the catalog stores
     ("vector", pa.binary()),  # fp32 unit track vector
+    # the analysis, as model.analysis.TrackAnalysis.to_record gives it (and the catalog stores it)
+    ("analysis_version", pa.string()), ("taggers", pa.string()), ("patch_seconds", pa.string()),
+    ("probabilities", pa.binary()), ("embedding", pa.binary()), ("bpm", pa.float64()), ("tonic", pa.string()),
+    ("mode", pa.string()),
     ("caption", pa.string()), ("caption_token_ids", pa.list_(pa.int64())),
     ("caption_vector", pa.binary()), ("pipeline_version", pa.string()),
     ("batch_sizes", pa.string()),  # JSON {stage: {start, final}} of the actors that made the row
@@ -137,7 +144,8 @@ def decode_batch(batch: pa.Table, sample_rate: int, max_seconds: float) -> pa.Ta
 
 
 class EncodeStage:
-    """Ray actor: the profile's encoder, loaded once; waves in, fp16 tokens and the track vector out."""
+    """Ray actor: the analyzer and the profile's encoder, loaded once; waves in, the analysis, fp16 tokens and
+    the track vector out."""
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.indexing = Indexing(Models(profile, settings), settings)
@@ -146,6 +154,12 @@ class EncodeStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         todo = [r for r in rows if r["stage"] is None]
+        heard, bad = self.indexing.analyze([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
+        for f in bad:
+            todo[f.item].update(_fail(todo[f.item], "analysis", f.reason, f.out_of_memory))
+        for i, analysis in heard:
+            todo[i].update(analysis.to_record())
+        todo = [r for r in todo if r["stage"] is None]
         encoded, bad = self.indexing.encode([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
         for f in bad:
             todo[f.item].update(_fail(todo[f.item], "encode", f.reason, f.out_of_memory))
@@ -153,6 +167,7 @@ class EncodeStage:
             todo[i].update(wave=None, indexed_seconds=enc.seconds, encoder_version=self.version,
                            n_tokens=int(enc.tokens.shape[0]), dim=int(enc.tokens.shape[1]),
                            tokens=enc.tokens.tobytes(), vector=enc.vector.tobytes())
+        _note_batch_sizes(rows, "analysis", self.indexing)
         _note_batch_sizes(rows, "encode", self.indexing)
         return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA).drop_columns(["wave"])
 
@@ -167,7 +182,7 @@ class CaptionStage:
         rows = batch.to_pylist()
         todo = [r for r in rows if r["stage"] is None]
         tokens = [np.frombuffer(r["tokens"], dtype=np.float16).reshape(r["n_tokens"], r["dim"]) for r in todo]
-        captioned, bad = self.indexing.caption(tokens)
+        captioned, bad = self.indexing.caption(tokens, [TrackAnalysis.from_record(r) for r in todo])
         for f in bad:
             todo[f.item].update(stage="caption", error=f.reason, retry=f.out_of_memory)
         for i, cap in captioned:
@@ -193,7 +208,8 @@ def shard_batch(table: pa.Table, profile: str) -> Batch:
         batch.tracks.append(TrackResult(
             entry=entry, fingerprint=r["fingerprint"], tags=TrackTags(**tags), indexed_seconds=r["indexed_seconds"],
             profile=profile, encoder_version=r["encoder_version"], tokens=tokens,
-            vector=np.frombuffer(r["vector"], dtype=np.float32), caption=caption, track_id=r["track_id"]))
+            vector=np.frombuffer(r["vector"], dtype=np.float32), caption=caption,
+            analysis=TrackAnalysis.from_record(r), track_id=r["track_id"]))
         batch.audio_seconds += r["indexed_seconds"]
     return batch
 
@@ -221,8 +237,9 @@ def _leftover_rows(data_dir: Path, jobs: list[Job], encoder_version: str, pipeli
         for shard in sorted(folder.glob("shard-*.parquet")):
             for r in pq.read_table(shard, schema=SHARD_SCHEMA).to_pylist():
                 job = wanted.get((r["path"], r["size"], r["mtime"], r["fingerprint"]))
-                fresh = r["stage"] is not None or (r["encoder_version"], r["pipeline_version"]) == (
-                    encoder_version, pipeline_version)
+                fresh = r["stage"] is not None or (r["encoder_version"], r["pipeline_version"],
+                                                   r["analysis_version"]) == (encoder_version, pipeline_version,
+                                                                              analysis_version())
                 if job is not None and fresh:
                     keep[r["path"]] = {**r, "track_id": job.track_id}  # the plan knows the current row id
     table = pa.Table.from_pylist(list(keep.values()), schema=SHARD_SCHEMA) if keep else None
@@ -317,7 +334,8 @@ def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None =
     `address`: a running cluster ("auto", "ray://head:10001", "10.0.0.1:6379"), or None for a local
     one started here. A process already connected to Ray keeps its cluster and `address` is unused.
     Same arguments and summary as `scan`, and the same one row in `scans`. Recaptions run on the
-    driver, from stored tokens. Raises ScanBusyError if another scan holds the data dir.
+    driver, from stored tokens, and so do re-analyses (tracks whose analysis is older than the analyzer:
+    decoded and analysed again, not encoded). Raises ScanBusyError if another scan holds the data dir.
     """
     import ray
 
@@ -332,6 +350,7 @@ def run_ray_scan(roots: list[str], settings: Settings, profile: Profile | None =
             plan = run.plan(recaption)
             _index_with_ray(run, plan.index, settings, profile, greedy, max_new_tokens,
                             limit_seconds or settings.max_track_seconds, commit_every, progress)
+            run.reanalyse(plan.reanalyse, limit_seconds or settings.max_track_seconds)
             run.recaption(plan.recaption)
     finally:
         if ours:

@@ -8,6 +8,9 @@ searching during a scan waits some milliseconds and never sees a lock error.
 Schema history (each step has a migration, run by `Catalog.create()` in one transaction):
   1 -> 2  tags/embeddings/captions lose their FOREIGN KEYs: DuckDB refuses to delete a track or change
           its path while child rows reference it, even inside the transaction that deletes them.
+  2 -> 3  what the musicnn taggers, tempo and key estimators hear (model/analysis.py): numbers and
+          summary words as track columns (empty until the next scan analyses the track), the tags
+          as `auto_tags` rows, the tags over time and the embedding in `analyses`.
 
 `meta.generation` counts writes that changed a vector; a FAISS manifest that names another
 generation is stale (see indexer/vectors.py).
@@ -38,12 +41,23 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
 track_id_seq = Sequence("track_id_seq", metadata=metadata)
 scan_id_seq = Sequence("scan_id_seq", metadata=metadata)
+
+# What the analysis adds to a track row (model/analysis.py, model/describe.py); NULL until analysed, and
+# where the analysis is not confident (vocals, auto_genre).
+ANALYSIS_COLUMNS = {
+    "bpm": Double(),
+    "tonic": String(2),  # C C# D ... B
+    "mode": String(8),  # major | minor
+    "vocals": String(16),  # vocal | instrumental
+    "auto_genre": String(64),  # the likeliest genre when it is heard with confidence
+    "analysis_version": String(32),  # model.analysis.analysis_version() of all the above
+}
 
 tracks = Table(
     "tracks", metadata,
@@ -63,6 +77,7 @@ tracks = Table(
     Column("pipeline_version", String(32)),  # profile.version() of the stored caption
     Column("profile", String(64)),
     Column("indexed_at", DateTime),
+    *(Column(name, kind) for name, kind in ANALYSIS_COLUMNS.items()),
 )
 
 tags = Table(  # every raw tag as read, for display and keyword search
@@ -90,6 +105,24 @@ captions = Table(
     Column("token_ids", Text),  # JSON list of generated ids
     Column("text_vector", LargeBinary),  # fp32 unit vector from the text embedder
     Column("created_at", DateTime),
+)
+
+auto_tags = Table(  # the tags the taggers hear with some confidence: one row each, for search and display
+    "auto_tags", metadata,
+    Column("track_id", Integer, primary_key=True, autoincrement=False),
+    Column("tagger", String(32), primary_key=True),  # MTT_musicnn | MSD_musicnn
+    Column("tag", String(64), primary_key=True),  # spelled as the tagger does
+    Column("probability", Double, nullable=False),  # the mean over the track's patches
+)
+
+analyses = Table(  # the rest of a track's analysis: the tags over time and the embedding
+    "analyses", metadata,
+    Column("track_id", Integer, primary_key=True, autoincrement=False),
+    Column("analysis_version", String(32), nullable=False),
+    Column("taggers", Text, nullable=False),  # JSON list: the blocks of `probabilities`, in order
+    Column("patch_seconds", Text, nullable=False),  # JSON list: where each patch starts
+    Column("probabilities", LargeBinary, nullable=False),  # fp16 [patches, all taggers' labels], row-major
+    Column("embedding", LargeBinary, nullable=False),  # fp32, the taggers' penultimate layers (model/analysis.py)
 )
 
 scans = Table(
@@ -241,7 +274,13 @@ def _drop_foreign_keys(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE {table.name}__v1"))
 
 
-MIGRATIONS = {1: _drop_foreign_keys}  # from version -> the step to the next one
+def _add_analysis_columns(conn: Connection) -> None:
+    """2 -> 3: the analysis columns on tracks (the new tables come from create_all)."""
+    for name, kind in ANALYSIS_COLUMNS.items():
+        conn.execute(text(f"ALTER TABLE tracks ADD COLUMN {name} {kind.compile(dialect=conn.dialect)}"))
+
+
+MIGRATIONS = {1: _drop_foreign_keys, 2: _add_analysis_columns}  # from version -> the step to the next one
 
 
 def generation(conn: Connection) -> int:

@@ -24,6 +24,8 @@ from indexer.discover import Failure, FileEntry
 from indexer.keywords import refresh_after_scan
 from indexer.store import (
     Catalog,
+    analyses,
+    auto_tags,
     bump_generation,
     captions,
     embeddings,
@@ -35,8 +37,10 @@ from indexer.store import (
 )
 from indexer.tags import TrackTags
 from indexer.vectors import IndexSet
+from model.analysis import TrackAnalysis
 
 FP16_MAX = 65504.0
+AUTO_TAG_MIN = 0.05  # auto-tags below this probability are kept only in the analysis matrix, not as rows
 
 
 class ScanBusyError(RuntimeError):
@@ -117,6 +121,7 @@ class TrackResult:
     tokens: np.ndarray  # compressed audio tokens [T', D], stored as fp16
     vector: np.ndarray  # fp32 unit track vector
     caption: CaptionResult
+    analysis: TrackAnalysis | None = None  # what the taggers, tempo and key estimators heard
     track_id: int | None = None  # the catalog row this replaces, if any
 
 
@@ -124,6 +129,7 @@ class TrackResult:
 class Batch:
     tracks: list[TrackResult] = field(default_factory=list)
     recaptions: list[tuple[int, CaptionResult]] = field(default_factory=list)
+    reanalyses: list[tuple[int, TrackAnalysis]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     moves: list[tuple[int, FileEntry, TrackTags]] = field(default_factory=list)
     touches: list[tuple[int, FileEntry]] = field(default_factory=list)
@@ -169,6 +175,8 @@ class Writer:
             for track_id, entry in batch.touches:
                 conn.execute(update(tracks).where(tracks.c.id == track_id).values(size=entry.size, mtime=entry.mtime))
             ids = [_write_track(conn, result) for result in batch.tracks]
+            for track_id, analysis in batch.reanalyses:
+                _write_analysis(conn, track_id, analysis)
             for track_id, caption in batch.recaptions:
                 _write_caption(conn, track_id, caption)
                 conn.execute(update(tracks).where(tracks.c.id == track_id).values(
@@ -181,7 +189,7 @@ class Writer:
             if self.scan_id is not None:
                 conn.execute(update(scans).where(scans.c.id == self.scan_id).values(
                     files_done=files_done, audio_seconds=audio_seconds, heartbeat=_now()))
-            changed = removed or ids or batch.recaptions
+            changed = removed or ids or batch.recaptions or batch.reanalyses
             catalog_generation = bump_generation(conn) if changed else self.generation
         self.files_done, self.audio_seconds, self.generation = files_done, audio_seconds, catalog_generation
         self.changed = self.changed or bool(changed or batch.moves)
@@ -216,7 +224,7 @@ def _replace_tags(conn: Connection, track_id: int, tag: TrackTags) -> None:
 def _delete_tracks(conn: Connection, ids: list[int]) -> None:
     if not ids:
         return
-    for table in (tags, embeddings, captions):
+    for table in (tags, embeddings, captions, auto_tags, analyses):
         conn.execute(delete(table).where(table.c.track_id.in_(ids)))
     conn.execute(delete(tracks).where(tracks.c.id.in_(ids)))
 
@@ -251,5 +259,24 @@ def _write_track(conn: Connection, r: TrackResult) -> int:
         track_id=track_id, encoder_version=r.encoder_version, n_tokens=int(tokens.shape[0]),
         dim=int(tokens.shape[1]), tokens=tokens.tobytes(), vector=np.asarray(r.vector, np.float32).tobytes()))
     _write_caption(conn, track_id, r.caption)
+    if r.analysis is not None:
+        _write_analysis(conn, track_id, r.analysis)
     conn.execute(delete(errors).where(errors.c.path == entry.path))
     return track_id
+
+
+def _write_analysis(conn: Connection, track_id: int, analysis: TrackAnalysis) -> None:
+    """A track's analysis: the numbers and words on its row, its tags as rows, the rest in `analyses`."""
+    record = analysis.to_record()
+    said = analysis.describe()
+    conn.execute(update(tracks).where(tracks.c.id == track_id).values(
+        bpm=record["bpm"] or None, tonic=record["tonic"], mode=record["mode"], vocals=said.vocals,
+        auto_genre=said.genre, analysis_version=analysis.version))
+    conn.execute(delete(auto_tags).where(auto_tags.c.track_id == track_id))
+    rows = [{"track_id": track_id, "tagger": tagger, "tag": tag, "probability": p}
+            for tagger, probs in analysis.all_tags().items() for tag, p in probs.items() if p >= AUTO_TAG_MIN]
+    if rows:
+        conn.execute(insert(auto_tags), rows)
+    conn.execute(delete(analyses).where(analyses.c.track_id == track_id))
+    conn.execute(insert(analyses).values(track_id=track_id, **{k: record[k] for k in (
+        "analysis_version", "taggers", "patch_seconds", "probabilities", "embedding")}))

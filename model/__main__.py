@@ -1,13 +1,14 @@
-"""`python -m model caption|ask|prepare|profiles`: the model on its own, for people and scripts."""
+"""`python -m model caption|ask|tags|prepare|profiles`: the models on their own, for people and scripts."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from model import cmd_ask, cmd_caption, cmd_prepare, cmd_profiles
+from model import cmd_ask, cmd_caption, cmd_prepare, cmd_profiles, cmd_tags
 
-COMMANDS = {"caption": cmd_caption, "ask": cmd_ask, "prepare": cmd_prepare, "profiles": cmd_profiles}
+COMMANDS = {"caption": cmd_caption, "ask": cmd_ask, "tags": cmd_tags, "prepare": cmd_prepare,
+            "profiles": cmd_profiles}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

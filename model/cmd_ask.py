@@ -1,4 +1,6 @@
-"""Ask questions about one audio file; with no question, an interactive chat that keeps the history."""
+"""Ask questions about one audio file; with no question, an interactive chat that keeps the history.
+
+A profile with `ground_chat` (lite) also tells the model what the analysis heard (tags, tempo, key)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings, profile = settings_and_profile(args)
     model = load_model(settings, profile)
-    tokens = model.encoder.encode_file(args.file, args.max_seconds or settings.max_track_seconds)
+    seconds = args.max_seconds or settings.max_track_seconds
+    tokens = model.encoder.encode_file(args.file, seconds)
+    context = _context(args.file, settings, seconds) if profile.ground_chat else None
     if args.question:
-        gen = model.ask(tokens, args.question, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
+        gen = model.ask(tokens, args.question, greedy=args.greedy, max_new_tokens=args.max_new_tokens,
+                        context=context)
         if args.json:
             print(json.dumps({"file": args.file, "question": args.question, "answer": gen.text,
                               "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids,
-                              "profile": profile.name}))
+                              "context": context, "profile": profile.name}))
         else:
             print(gen.text)
         return 0
@@ -42,7 +47,17 @@ def run(args: argparse.Namespace) -> int:
         print("model> ", end="", flush=True)
         answer = "".join(print(piece, end="", flush=True) or piece for piece in
                          model.stream(tokens, question, history, greedy=args.greedy,
-                                      max_new_tokens=args.max_new_tokens))
+                                      max_new_tokens=args.max_new_tokens, context=context))
         print()
         history.append((question, answer.strip()))
     return 0
+
+
+def _context(path: str, settings, seconds: float) -> str:
+    """What the analysis hears in the file, as the chat model is told it."""
+    from model.analysis import Analyzer
+    from model.audio import decode_audio
+
+    analyzer = Analyzer(settings.models_dir, settings.resolved_device())
+    analysis = analyzer.analyze([decode_audio(path, analyzer.sample_rate, seconds)])[0]
+    return analysis.describe().context(analysis.all_tags())

@@ -1,5 +1,6 @@
-"""Caption audio files: decode, encode, compress, generate (batched), or pick the likeliest sentence of
-the profile's caption template (the lite profile's; `--json` then says so and gives its log-likelihood)."""
+"""Caption audio files as the profile's scan does: written from what the taggers hear (the lite profile's
+`analysis` caption source), or decode, encode, compress, generate (batched), or pick the likeliest sentence of
+the profile's caption template (`--json` then says so and gives its log-likelihood)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import json
 import sys
 import time
 
-from model.audio import AudioDecodeError
+from model.audio import AudioDecodeError, decode_audio
 from model.runtime import load_model, settings_and_profile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--greedy", action="store_true", help="deterministic greedy decoding instead of sampling (template captions are always deterministic)")
-    p.add_argument("--free", action="store_true", help="generate freely even if the profile has a caption template")
+    p.add_argument("--free", action="store_true",
+                   help="let the LLM generate freely even if the profile writes captions from the analysis or a template")
     p.add_argument("--max-new-tokens", type=int, help="default: the profile's (300 as in the reference)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-seconds", type=float, help="encode at most this many seconds of each file")
@@ -23,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings, profile = settings_and_profile(args)
+    if profile.caption_source == "analysis":
+        return _from_analysis(args, settings, profile)
     model = load_model(settings, profile)
     failed = 0
     for start in range(0, len(args.files), args.batch_size):
@@ -46,6 +50,27 @@ def run(args: argparse.Namespace) -> int:
                      "seconds": round(seconds, 3), "profile": profile.name,
                      "pipeline_version": profile.version(),
                      "decoding": "greedy" if args.greedy else "sampled", **gen.extra}, args.json)
+    return 1 if failed else 0
+
+
+def _from_analysis(args: argparse.Namespace, settings, profile) -> int:
+    """Captions written from the analysis (model/describe.py): no audio tokens, no LLM."""
+    from model.analysis import Analyzer
+
+    analyzer = Analyzer(settings.models_dir, settings.resolved_device())
+    failed = 0
+    for name in args.files:
+        try:
+            wave = decode_audio(name, analyzer.sample_rate, args.max_seconds or settings.max_track_seconds)
+        except AudioDecodeError as exc:
+            failed += 1
+            _report({"file": name, "error": str(exc)}, args.json, error=True)
+            continue
+        analysis = analyzer.analyze([wave])[0]
+        _report({"file": name, "caption": analysis.describe().caption(), "caption_source": "analysis",
+                 "audio_tokens": None, "token_ids": [], "audio_seconds": round(analysis.seconds, 3),
+                 "profile": profile.name, "pipeline_version": profile.version(), "analysis": analysis.to_json()},
+                args.json)
     return 1 if failed else 0
 
 

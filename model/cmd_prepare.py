@@ -1,4 +1,4 @@
-"""Check a profile's models are present and build the caches (the GGUF -> safetensors conversion)."""
+"""Check a profile's models are present and build the caches (GGUF and musicnn TF checkpoints -> safetensors)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import time
 
 from model.config import ModelNotFoundError, resolve_path
+from model.musicnn import convert, load_config, tagger_names
 from model.runtime import settings_and_profile
 
 
@@ -27,6 +28,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             report[part] = str(resolve_path(location))
+        except ModelNotFoundError as exc:
+            missing.append(str(exc))
+    for name in tagger_names():  # every profile analyses tracks with the musicnn taggers
+        try:
+            report[name] = str(convert(load_config(name), settings.models_dir))
         except ModelNotFoundError as exc:
             missing.append(str(exc))
     if not missing and not args.skip_llm:

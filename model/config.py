@@ -18,6 +18,7 @@ from pathlib import Path
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 PACKAGE_DIR = Path(__file__).parent
+CAPTION_SOURCES = ("model", "analysis")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -39,6 +40,10 @@ class Profile:
     # "" generates captions freely; "A {slow|fast} {piano|organ} piece." captions with the likeliest sentence
     # the template allows (model/prompt.py, expand_caption_template)
     caption_template: str = ""
+    # "model": the caption MusiLingo makes (generated, or the template's likeliest sentence); "analysis": a
+    # sentence written from what the musicnn taggers, tempo and key estimators hear (model/describe.py)
+    caption_source: str = "model"
+    ground_chat: bool = False  # give the chat model the track's analysis as text beside its audio tokens
     chunk_seconds: float = 30.0  # encoder chunk length; rounded to a whole number of pooling windows
     context_seconds: float = 1.0  # extra audio on each side of a chunk, dropped after encoding
     temperature: float = 0.1
@@ -61,6 +66,12 @@ class Profile:
             payload = {**enc, **{k: getattr(self, k) for k in ("llm", "adapter", "prompt", "caption_instruction",
                                                                  "caption_template", "llm_dtype", "max_new_tokens", "repetition_penalty")}}
             payload["adapter_digest"] = _file_digest(self.adapter)
+            if self.caption_source != "model":  # kept out otherwise: published profiles' versions stay as they were
+                from model.analysis import analysis_version
+                from model.describe import DESCRIBE_REVISION
+
+                payload.update(caption_source=self.caption_source, analysis=analysis_version(),
+                               describe=DESCRIBE_REVISION)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def describe(self) -> dict:
@@ -136,6 +147,8 @@ def load_profile(name_or_path: str | Path, data_dir: Path | None = None, **overr
     raw = read_toml_fields(path, Profile, "profile ")
     raw.setdefault("name", path.stem)
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if raw.get("caption_source", "model") not in CAPTION_SOURCES:
+        raise ValueError(f"profile {path}: caption_source must be one of {', '.join(CAPTION_SOURCES)}")
     if raw.get("caption_template"):
         from model.prompt import expand_caption_template
 

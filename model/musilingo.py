@@ -94,7 +94,8 @@ class MusiLingo(nn.Module):
         x = audio_tokens.to(self.device, torch.float32)
         return self.adapter(x).to(self.llm.dtype)
 
-    def _prompt_pieces(self, audio: torch.Tensor, question: str | None, history) -> tuple[list[torch.Tensor], int]:
+    def _prompt_pieces(self, audio: torch.Tensor, question: str | None, history,
+                       context: str | None = None) -> tuple[list[torch.Tensor], int]:
         """Embeddings of one row's prompt in order, and its length; question None is the stage-1 layout."""
         bos = [self.tokenizer.bos_token_id] if self.template.add_bos and self.tokenizer.bos_token_id is not None else []
         if question is None:
@@ -102,7 +103,7 @@ class MusiLingo(nn.Module):
             pieces.append(self.project(audio))
         else:
             pieces = [self._embed_ids(bos + self._ids(self.template.before_audio)), self.project(audio),
-                      self._embed_ids(self._ids(text_after_audio(self.template, question, history or [])))]
+                      self._embed_ids(self._ids(text_after_audio(self.template, question, history or [], context)))]
         return pieces, sum(p.shape[0] for p in pieces)
 
     def _pad_rows(self, rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,10 +201,10 @@ class MusiLingo(nn.Module):
             kw.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
         return kw
 
-    def _prompt_batch(self, audio, questions, histories):
+    def _prompt_batch(self, audio, questions, histories, contexts=None):
         rows, lengths = [], []
-        for a, q, h in zip(audio, questions, histories, strict=True):
-            pieces, n = self._prompt_pieces(a, q, h)
+        for a, q, h, c in zip(audio, questions, histories, contexts or [None] * len(audio), strict=True):
+            pieces, n = self._prompt_pieces(a, q, h, c)
             rows.append(torch.cat(pieces))
             lengths.append(n)
         embeds, mask = self._pad_rows(rows, left=True)
@@ -211,10 +212,12 @@ class MusiLingo(nn.Module):
 
     @torch.no_grad()
     def generate(self, audio: list[torch.Tensor], questions: list[str], histories: list | None = None,
-                 greedy: bool = False, max_new_tokens: int | None = None) -> list[Generation]:
-        """Answer one question per audio, batched with left padding over inputs_embeds; stops on the stop string."""
+                 greedy: bool = False, max_new_tokens: int | None = None,
+                 contexts: list[str | None] | None = None) -> list[Generation]:
+        """Answer one question per audio, batched with left padding over inputs_embeds; stops on the stop string.
+        `contexts`: text told beside each audio (see `prompt.text_after_audio`)."""
         histories = histories or [None] * len(audio)
-        embeds, mask, lengths = self._prompt_batch(audio, questions, histories)
+        embeds, mask, lengths = self._prompt_batch(audio, questions, histories, contexts)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask,
                                 **self._generation_kwargs(greedy, max_new_tokens))
         results = []
@@ -232,16 +235,16 @@ class MusiLingo(nn.Module):
         return self.generate(audio, questions, greedy=greedy, max_new_tokens=max_new_tokens)
 
     def ask(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
-            greedy: bool = False, max_new_tokens: int | None = None) -> Generation:
-        return self.generate([audio], [question], [history], greedy, max_new_tokens)[0]
+            greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Generation:
+        return self.generate([audio], [question], [history], greedy, max_new_tokens, [context])[0]
 
     def stream(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
-               greedy: bool = False, max_new_tokens: int | None = None) -> Iterator[str]:
+               greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Iterator[str]:
         """Yield the answer's text as it is generated, cut at the stop string (for a chat UI)."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
-        embeds, mask, _ = self._prompt_batch([audio], [question], [history])
+        embeds, mask, _ = self._prompt_batch([audio], [question], [history], [context])
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
                       **self._generation_kwargs(greedy, max_new_tokens))
         worker = threading.Thread(target=torch.no_grad()(self.llm.generate), kwargs=kwargs, daemon=True)

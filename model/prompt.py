@@ -52,11 +52,19 @@ def get_template(name: str) -> Template:
         raise KeyError(f"unknown prompt template '{name}'; known: {', '.join(TEMPLATES)}") from None
 
 
-def text_after_audio(template: Template, question: str, history: list[tuple[str, str]] = ()) -> str:
-    """The text that follows the audio tokens: the first question, then each earlier answer and the next question."""
+def text_after_audio(template: Template, question: str, history: list[tuple[str, str]] = (),
+                     context: str | None = None) -> str:
+    """The text that follows the audio tokens: the first question, then each earlier answer and the next question.
+
+    A `context` (what the analysis heard, model/describe.py) goes before the first question, beside the
+    audio, so every turn of a chat is answered from it.
+    """
+    first = history[0][0] if history else question
+    if context:
+        first = f"What was heard in this music:\n{context}\n\n{first}"
     if not history:
-        return template.after_audio.format(question=question)
-    text = template.after_audio.format(question=history[0][0])
+        return template.after_audio.format(question=first)
+    text = template.after_audio.format(question=first)
     questions = [q for q, _ in history[1:]] + [question]
     for (_, answer), nxt in zip(history, questions, strict=True):
         text += template.next_turn.format(answer=answer, question=nxt)

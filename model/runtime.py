@@ -18,8 +18,8 @@ def settings_and_profile(args: argparse.Namespace) -> tuple[Settings, Profile]:
         overrides["llm"] = args.llm
     if getattr(args, "adapter", None) is not None:
         overrides["adapter"] = args.adapter
-    if getattr(args, "free", False):
-        overrides["caption_template"] = ""
+    if getattr(args, "free", False):  # the LLM's own words, not a template's nor the analysis's
+        overrides.update(caption_template="", caption_source="model")
     return settings, load_profile(settings.profile, settings.data_dir, **overrides)
 
 

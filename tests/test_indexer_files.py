@@ -163,6 +163,8 @@ def test_an_old_catalog_is_migrated_not_silently_used(tmp_path):
     with Catalog(path).read() as conn:
         assert conn.execute(select(captions.c.text)).scalar() == "a caption"
         assert conn.execute(select(tags.c.value)).scalar() == "A"
+        # version 3's analysis columns: empty, so the next scan analyses the track
+        assert conn.execute(select(tracks.c.analysis_version, tracks.c.bpm, tracks.c.tonic)).one() == (None, None, None)
     with catalog.write() as conn:  # what version 1 could not do: drop a track with its child rows
         for table in (tags, embeddings, captions):
             conn.execute(delete(table).where(table.c.track_id == 1))

@@ -1,0 +1,80 @@
+"""musicnn tagger speed per minute of audio on this CPU, beside the original's one-patch-at-a-time loop.
+
+    python bench/bench_tagger.py [--minutes 4] [--repeats 3] [--threads 1 2]
+
+For each thread count, in one process: the log-mel input; each tagger over every patch of the track
+one patch per forward (what the original extractor does, BATCH_SIZE = 1: the baseline), 4 per forward
+and all in one forward; tempo + key; and `Analyzer.analyze` as the indexer calls it (at most 10
+patches spread over the track).
+The audio is a synthetic piece (chord, pulse, noise); the cost does not depend on what it sounds like.
+Prints a markdown table; times are the best of --repeats, in seconds per minute of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.analysis import Analyzer  # noqa: E402
+from model.musicnn import SAMPLE_RATE, log_mel, patches  # noqa: E402
+from model.tempo_key import estimate_key, estimate_tempo  # noqa: E402
+from tests.conftest import MODELS_DIR, synth_wave  # noqa: E402
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=4.0, help="length of the track")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+
+    wave = synth_wave(args.minutes * 60, seed=7, rate=SAMPLE_RATE)
+    analyzer = Analyzer(MODELS_DIR)
+    spec = log_mel(wave)
+    every = patches(spec, max_patches=10**6)  # all non-overlapping patches of the whole track
+    per_min = 1.0 / args.minutes
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads by default, "
+          f"{args.minutes:g} min track ({len(every)} patches), torch {torch.__version__}, {date.today()}\n")
+    print("| threads | stage | s per audio minute | x realtime | time vs one patch per forward |")
+    print("|---:|---|---:|---:|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        rows: dict[str, float] = {}
+        rows["log-mel input"] = best(lambda: log_mel(wave), args.repeats) * per_min
+        for name, model in analyzer.models.items():
+            model.tag(every[:2])  # warm up
+            for size in (1, 4, len(every)):
+                rows[f"{name}, {size} patches per forward"] = best(
+                    lambda m=model, n=size: [m.tag(every[i:i + n]) for i in range(0, len(every), n)],
+                    args.repeats) * per_min
+        rows["tempo + key"] = best(lambda: (estimate_tempo(wave, SAMPLE_RATE), estimate_key(wave, SAMPLE_RATE)),
+                                   args.repeats) * per_min
+        rows["Analyzer.analyze (10 patches spread, both taggers, tempo, key)"] = best(
+            lambda: analyzer.analyze([wave]), args.repeats) * per_min
+        for stage, seconds in rows.items():
+            ratio = ""
+            if "per forward" in stage:
+                ratio = f"{seconds / rows[stage.split(',')[0] + ', 1 patches per forward']:.2f}"
+            print(f"| {threads} | {stage} | {seconds:.3f} | {60 / seconds:.0f} | {ratio} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Tag audio files with the musicnn taggers and estimate tempo and key: what the offline default hears."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from model.analysis import MAX_PATCHES, Analyzer
+from model.audio import AudioDecodeError, decode_audio
+from model.config import ModelNotFoundError
+from model.settings import load_settings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--top", type=int, default=5, help="tags shown per tagger in the text output")
+    p.add_argument("--max-patches", type=int, default=MAX_PATCHES,
+                   help="3-s patches per file: all of a file up to this many, else this many spread over it")
+    p.add_argument("--max-seconds", type=float, help="decode at most this many seconds of each file")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir=args.data_dir, device=args.device)
+    try:
+        analyzer = Analyzer(settings.models_dir, settings.resolved_device(), max_patches=args.max_patches)
+    except ModelNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in args.files:
+        try:
+            wave = decode_audio(name, analyzer.sample_rate, args.max_seconds or settings.max_track_seconds)
+        except AudioDecodeError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": name, "error": str(exc)}), flush=True)
+            else:
+                print(f"{name}: error: {exc}", file=sys.stderr)
+            continue
+        analysis = analyzer.analyze([wave])[0]
+        if args.json:
+            print(json.dumps({"file": name, **analysis.to_json()}), flush=True)
+            continue
+        print(f"{name}\n  {analysis.bpm:.1f} BPM, {analysis.key} {analysis.mode}, "
+              f"{analysis.seconds:.1f} s from {len(analysis.patch_seconds)} patches")
+        for tagger in analysis.probabilities:
+            tags = ", ".join(f"{tag} {p:.2f}" for tag, p in analysis.top_tags(tagger, args.top))
+            print(f"  {tagger}: {tags}", flush=True)
+    return 1 if failed else 0
