@@ -120,6 +120,8 @@ def _fail(row: dict, stage: str, reason: str, retry: bool = False) -> dict:
 
 def _note_batch_sizes(rows: list[dict], stage: str, indexing: Indexing) -> None:
     report = indexing.batch_sizes().get(stage)
+    if report is None:  # the stage ran no model (captions written from the analysis)
+        return
     for row in rows:
         row["batch_sizes"] = json.dumps(json.loads(row.get("batch_sizes") or "{}") | {stage: report})
 
