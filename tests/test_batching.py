@@ -134,12 +134,13 @@ def test_scan_backs_off_on_out_of_memory_and_retries_the_failed_track_next_time(
     long_width = short + 34
     assert long_width > 2 * short
     llm = MemoryBoundLLM(lite_model.llm, budget=2 * short)
-    gpu_like = MusiLingo(lite_model.profile, llm, lite_model.tokenizer, lite_model.adapter.in_features,
-                         lite_model.adapter)
-    models = Models(lite_model.profile, settings, encoder=lite_model.encoder, musilingo=gpu_like, text=text_embedder)
+    profile = replace(lite_model.profile, caption_source="model")  # captions from the LLM, as musilingo's
+    gpu_like = MusiLingo(profile, llm, lite_model.tokenizer, lite_model.adapter.in_features, lite_model.adapter)
+    models = Models(profile, settings, encoder=lite_model.encoder, musilingo=gpu_like, text=text_embedder,
+                    analyzer=indexer_models.analyzer)
     root = str(audio_library.root)
 
-    first = scan([root], settings, lite_model.profile, models=models, greedy=True)
+    first = scan([root], settings, profile, models=models, greedy=True)
     assert llm.shapes == [(4, long_width), (2, short), (2, long_width), (1, long_width), (1, short),
                           (1, short)]
     assert first.state == "finished" and len(first.indexed) == 4
@@ -152,7 +153,10 @@ def test_scan_backs_off_on_out_of_memory_and_retries_the_failed_track_next_time(
         # Stored without size and mtime: the next scan does not take it for "failed before, unchanged".
         assert conn.execute(select(errors.c.path, errors.c.size, errors.c.mtime)).all() == [(str(long), None, None)]
 
-    second = scan([root], settings, lite_model.profile, models=indexer_models, greedy=True)
+    cpu = MusiLingo(profile, lite_model.llm, lite_model.tokenizer, lite_model.adapter.in_features, lite_model.adapter)
+    second = scan([root], settings, profile, greedy=True, models=Models(
+        profile, settings, encoder=lite_model.encoder, musilingo=cpu, text=text_embedder,
+        analyzer=indexer_models.analyzer))
     assert second.state == "finished" and len(second.indexed) == 1 and second.failed == []
     assert second.unchanged == 4 and second.skipped_failed == 0
     with Catalog(settings.catalog_path).read() as conn:

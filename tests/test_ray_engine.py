@@ -23,7 +23,7 @@ from sqlalchemy import select
 from indexer.discover import plan_scan, walk
 from indexer.pipeline import scan
 from indexer.ray_engine import compute_shards, plan_stages, run_ray_scan, shard_dir
-from indexer.store import Catalog, captions, embeddings, errors, scans, tracks
+from indexer.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
 from indexer.vectors import load_index
 from model.checkpoints import save_adapter
 from model.config import load_profile
@@ -80,9 +80,11 @@ def _catalog(data_dir: Path) -> dict:
         rows = conn.execute(select(
             tracks.c.path, tracks.c.size, tracks.c.mtime, tracks.c.fingerprint, tracks.c.status, tracks.c.title,
             tracks.c.indexed_seconds, tracks.c.id, tracks.c.indexed_at, embeddings.c.tokens, embeddings.c.vector,
-            captions.c.text, captions.c.token_ids, captions.c.text_vector)
+            captions.c.text, captions.c.token_ids, captions.c.text_vector, tracks.c.bpm, tracks.c.tonic,
+            tracks.c.mode, tracks.c.analysis_version, analyses.c.probabilities, analyses.c.patch_seconds)
             .join(embeddings, embeddings.c.track_id == tracks.c.id)
-            .join(captions, captions.c.track_id == tracks.c.id)).all()
+            .join(captions, captions.c.track_id == tracks.c.id)
+            .join(analyses, analyses.c.track_id == tracks.c.id)).all()
         failed = {r.path: r.stage for r in conn.execute(select(errors.c.path, errors.c.stage))}
     return {"tracks": {r.path: r for r in rows}, "errors": failed}
 
@@ -117,12 +119,17 @@ def test_ray_scan_matches_single_process(cluster, adapter: Path, library: Path, 
         assert (x.text, x.token_ids) == (y.text, y.token_ids)
         np.testing.assert_allclose(np.frombuffer(x.text_vector, np.float32), np.frombuffer(y.text_vector, np.float32),
                                    atol=1e-5)
+        assert (x.bpm, x.tonic, x.mode, x.analysis_version, x.patch_seconds) == (
+            y.bpm, y.tonic, y.mode, y.analysis_version, y.patch_seconds)
+        np.testing.assert_allclose(np.frombuffer(x.probabilities, np.float16), np.frombuffer(y.probabilities, np.float16),
+                                   atol=1e-3)
     for name in ("audio", "text"):
         index, manifest = load_index(tmp_path / "ray", name)
         assert index.ntotal == manifest.count == len(FORMATS)
     assert not shard_dir(tmp_path / "ray", ours.scan_id).exists()  # merged shards are gone
-    assert ours.batch_sizes == single.batch_sizes == {"encode": {"start": 4, "final": 4},
-                                                      "caption": {"start": 4, "final": 4}}
+    # lite captions are written from the analysis: no caption model ran
+    assert ours.batch_sizes == single.batch_sizes == {"analysis": {"start": 4, "final": 4},
+                                                      "encode": {"start": 4, "final": 4}}
 
     again = run_ray_scan([str(library)], _settings(tmp_path / "ray"), profile, greedy=True)
     assert again.state == "finished" and again.indexed == [] and again.unchanged == len(FORMATS)

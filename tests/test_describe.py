@@ -1,0 +1,49 @@
+"""What an analysis says in words: captions, the chat context, and where that context goes in the prompt."""
+
+from __future__ import annotations
+
+from model.describe import THRESHOLDS, describe, tempo_word
+from model.prompt import get_template, text_after_audio
+
+TECHNO = {"MTT_musicnn": {"techno": 0.74, "electronic": 0.46, "fast": 0.42, "synth": 0.35, "drums": 0.31,
+                          "no vocals": 0.5, "piano": 0.02},
+          "MSD_musicnn": {"electronic": 0.55, "House": 0.1, "instrumental": 0.4, "female vocalists": 0.01}}
+
+
+def test_caption_says_what_is_heard_with_confidence_and_nothing_else() -> None:
+    said = describe(TECHNO, bpm=139.6, tonic="F", mode="minor")
+    assert said.caption() == ("A fast techno electronic piece with synth and drums, instrumental, "
+                              "in F minor at about 140 BPM.")
+    assert said.genre == "techno" and said.vocals == "instrumental"
+    # below every threshold: only the numbers are said
+    quiet = {t: {k: min(p, 0.1) for k, p in tags.items()} for t, tags in TECHNO.items()}
+    assert describe(quiet, bpm=70.0, tonic="A", mode="major").caption() == "A slow piece, in A major at about 70 BPM."
+    assert describe({}, bpm=None).caption() == "A piece."
+
+
+def test_words_come_from_either_tagger_and_vocals_need_both_sides() -> None:
+    vocal = {"MTT_musicnn": {"female vocal": 0.6, "no vocals": 0.1}, "MSD_musicnn": {"Hip-Hop": 0.5}}
+    said = describe(vocal, bpm=95.0, tonic="C#", mode="minor")
+    assert said.vocals == "vocal" and said.genre == "hip-hop"
+    assert said.caption().startswith("A mid-tempo hip-hop song") and "with vocals" in said.caption()
+    torn = {"MTT_musicnn": {"vocal": 0.5, "no vocals": 0.5}}
+    assert describe(torn).vocals is None
+    assert THRESHOLDS["vocal"] > THRESHOLDS["instrument"]  # a wrong "with vocals" costs more than a missing one
+
+
+def test_tempo_words_follow_the_corpus_classes() -> None:
+    assert [tempo_word(b) for b in (None, 0.0, 84.9, 85.0, 125.0, 125.1)] == [
+        None, None, "slow", "mid-tempo", "mid-tempo", "fast"]
+
+
+def test_chat_context_names_top_tags_tempo_and_key_once_before_the_first_question() -> None:
+    said = describe(TECHNO, bpm=139.6, tonic="F", mode="minor")
+    context = said.context(TECHNO, n=3)
+    assert "MTT_musicnn tags: techno 0.74, no vocals 0.50, electronic 0.46" in context
+    assert "Tempo: about 140 BPM (fast)." in context and "Key: F minor." in context
+    template = get_template("chatml")
+    first = text_after_audio(template, "What is the tempo?", context=context)
+    assert first.index("Key: F minor.") < first.index("What is the tempo?")
+    later = text_after_audio(template, "And the key?", [("What is the tempo?", "About 140 BPM.")], context=context)
+    assert later.count("Key: F minor.") == 1 and later.index("Key: F minor.") < later.index("What is the tempo?")
+    assert text_after_audio(template, "Q") == template.after_audio.format(question="Q")  # no context: as before
