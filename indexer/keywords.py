@@ -23,6 +23,12 @@ many tracks is a bitmap over track ids in `kw_genres` instead of name rows (GENR
 why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need, and a hash of
 each track's catalog row (`row_hash_sql`), by which a search finds the tracks changed since.
 
+Auto-tags (the musicnn taggers' `auto_tags` rows) are searched by their words and by the plain words
+model/describe.py says for them ("hip-hop" for "Hip-Hop", "mellow" for "chillout"; `tag_text`), each with
+its probability: they join the postings as weights of their own (AUTO_TAG_WEIGHT), outside the BM25
+documents, so a track's many tags do not lengthen its document and weaken its caption's words. The
+snapshot keeps the rows (`kw_auto`) to say which tag a hit matched.
+
 Rebuilt whole after every scan that changed the library (BM25 weights depend on the document count and
 lengths, so one new track changes every weight); a million tracks take about a minute on two cores
 (docs/benchmarks.md). A failed rebuild is logged and recorded in `<catalog>.keywords.error.json`, and
@@ -45,10 +51,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from indexer.store import Catalog, generation
+from indexer.store import ANALYSIS_COLUMNS, Catalog, generation
+from model.describe import GENRES, INSTRUMENTAL, INSTRUMENTS, MOODS, VOCAL
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,7 @@ FIELDS = ("f_caption", "f_title", "f_artist", "f_album", "f_genre", "f_tags")  #
 MAX_TAG_CHARS = 200  # longer tag values are lyrics or notes, not names worth matching
 NAME_COLUMNS = ("title", "artist", "album_artist", "album", "genre")
 TRACK_COLUMNS = ("path", "root", "title", "artist", "album_artist", "album", "genre", "year", "duration",
-                 "format", "track_no")
+                 "format", "track_no", *ANALYSIS_COLUMNS)
 MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every query
 # A genre held by at least this share of the id range is stored as a bitmap over track ids (`kw_genres`),
 # not as one `kw_names` row per track. A genre is few values over many tracks: "rock" names the genre of
@@ -74,7 +82,17 @@ MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every
 # genre per track) all bitmaps together take at most 8 bytes per track of the library, and there are at
 # most 64 of them.
 GENRE_BITMAP_SHARE = 1 / 64
-SNAPSHOT_VERSION = 10
+# A track's posting for a word of its auto-tags weighs AUTO_TAG_WEIGHT * p * idf: p the tag's probability,
+# idf BM25's over the expected number of tracks holding the word (those whose text holds it count 1, the
+# others the probability their tags say it with). At p = 1 that is the weight of the word once in a text of
+# average length (BM25's tf factor is 1 there): a tag heard for certain is as good as the caption saying
+# it, and a tag heard faintly on every track weighs little.
+AUTO_TAG_WEIGHT = 1.0
+# Tracks the snapshot lacks are matched by substring (search/rank.py), every word found counting alike;
+# of their auto-tags only those heard this surely take part, model/describe.py's lowest threshold for
+# saying a word, so a tag at 0.05 does not count as much as the caption's own words.
+AUTO_TEXT_MIN = 0.3
+SNAPSHOT_VERSION = 11
 
 
 def norm_sql(expr: str) -> str:
@@ -167,6 +185,39 @@ def quote(text: str) -> str:
     return text.replace("'", "''")
 
 
+def _tag_words() -> dict[tuple[str, str], str]:
+    """(tagger, tag) -> its text (`tag_text`) for the tags model/describe.py gives words to."""
+    words: dict[tuple[str, str], list[str]] = {}
+    for vocabulary in (INSTRUMENTS, GENRES, MOODS, {"vocals": VOCAL}):
+        for word, sources in vocabulary.items():
+            for tagger, names in sources.items():
+                for name in names:
+                    words.setdefault((tagger, name), [name]).append(word)
+    for tagger, names in INSTRUMENTAL.items():  # "no vocals" must not match "vocals"
+        words.update({(tagger, name): ["instrumental"] for name in names})
+    return {key: " ".join(dict.fromkeys(ws)) for key, ws in words.items()}
+
+
+TAG_WORDS = _tag_words()
+TAG_WORDS_SQL = "(SELECT * FROM (VALUES {}) v(tagger, tag, words))".format(", ".join(
+    f"('{quote(tagger)}', '{quote(tag)}', '{quote(text)}')" for (tagger, tag), text in TAG_WORDS.items()))
+
+
+def tag_text(tagger: str, tag: str) -> str:
+    """What an auto-tag is searched by: the tag and the plain words model/describe.py says for it (a tag of
+    "no vocals" only as "instrumental")."""
+    return TAG_WORDS.get((tagger, tag), tag)
+
+
+def auto_text_sql(scope: str = "") -> str:
+    """(track_id, auto_text): the texts of each track's auto-tags heard with at least AUTO_TEXT_MIN, for
+    substring matching; `scope`: a condition on `a.track_id` (or "")."""
+    return f"""SELECT a.track_id, string_agg(coalesce(w.words, a.tag), ' ' ORDER BY a.tagger, a.tag)
+            AS auto_text
+        FROM auto_tags a LEFT JOIN {TAG_WORDS_SQL} w ON w.tagger = a.tagger AND w.tag = a.tag
+        WHERE a.probability >= {AUTO_TEXT_MIN} {f"AND {scope}" if scope else ""} GROUP BY a.track_id"""
+
+
 def keywords_path(catalog: Catalog) -> Path:
     """Where the keyword snapshot of a catalog lives: next to it, named after it."""
     return catalog.path.with_name(catalog.path.stem + ".keywords.duckdb")
@@ -206,8 +257,9 @@ def row_hash_sql(alias: str = "") -> str:
     """A hash of what the snapshot copies from one `tracks` row (`alias`: the table's, or "").
 
     `kw_tracks` keeps each track's, so a search can tell the tracks changed since the snapshot from the
-    rest (search/fts.py); summed, it is the catalog's content digest. Tags and captions change only
-    together with their track's row (a caption comes with a new pipeline version or indexed_at).
+    rest (search/fts.py); summed, it is the catalog's content digest. Tags, captions and auto-tags change
+    only together with their track's row (a caption comes with a new pipeline version or indexed_at,
+    auto-tags with the analysis columns, analysis_version among them).
     """
     prefix = f"{alias}." if alias else ""
     return f"hash({', '.join(prefix + c for c in ('id', 'indexed_at', 'pipeline_version', *TRACK_COLUMNS))})"
@@ -245,6 +297,8 @@ LEFT JOIN (SELECT track_id, string_agg(value, ' ') AS tags FROM tags
            WHERE length(value) <= {MAX_TAG_CHARS} GROUP BY track_id) g ON g.track_id = t.id
 WHERE t.status = 'done'
 """
+_AUTO_SQL = """SELECT track_id, tagger, tag, probability FROM auto_tags
+WHERE track_id IN (SELECT id FROM tracks WHERE status = 'done')"""
 
 
 def _write_names(con: duckdb.DuckDBPyConnection) -> None:
@@ -285,6 +339,93 @@ def _remove_orphans(target: Path) -> None:
                 pass
 
 
+def _write_tracks(con: duckdb.DuckDBPyConnection) -> None:
+    """`kw_tracks`, keyed, so a page of results is fetched through the index rather than by scanning."""
+    con.execute("""CREATE TABLE kw_tracks (id INTEGER PRIMARY KEY, status VARCHAR, path VARCHAR,
+        root VARCHAR, title VARCHAR, artist VARCHAR, album_artist VARCHAR, album VARCHAR, genre VARCHAR,
+        year INTEGER, duration DOUBLE, format VARCHAR, track_no INTEGER, bpm DOUBLE, tonic VARCHAR,
+        mode VARCHAR, vocals VARCHAR, auto_genre VARCHAR, analysis_version VARCHAR, caption VARCHAR,
+        row_hash UBIGINT)""")
+    con.execute(f"""INSERT INTO kw_tracks SELECT track_id, 'done', {", ".join(TRACK_COLUMNS)}, caption,
+        row_hash FROM docs ORDER BY track_id""")
+
+
+def _write_postings(con: duckdb.DuckDBPyConnection) -> None:
+    """`kw_terms` and `kw_postings` (one row per term and track holding its weight, so a query only sums
+    weights): BM25 of the FTS index's terms, plus the words of the tracks' auto-tags (`kw_auto`) weighted
+    by probability (AUTO_TAG_WEIGHT says how). Tag words are tokenised, rid of stopwords and stemmed as
+    the FTS index treats text; those no text holds get term ids after the index's."""
+    con.execute(f"""CREATE TEMP TABLE text_postings AS
+        SELECT t.termid, d.name AS track_id,
+               ln((s.num_docs::DOUBLE - w.df + 0.5) / (w.df + 0.5) + 1) * t.tf * {BM25_K1 + 1}
+               / (t.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * d.len / s.avgdl)) AS weight
+        FROM (SELECT termid, docid, count(*)::DOUBLE AS tf FROM fts_main_docs.terms GROUP BY ALL) t
+        JOIN fts_main_docs.docs d USING (docid) JOIN fts_main_docs.dict w USING (termid)
+        CROSS JOIN fts_main_docs.stats s""")
+    con.execute(f"""CREATE TEMP TABLE tag_terms AS SELECT DISTINCT tagger, tag, stem(tok, '{STEMMER}') AS term
+        FROM (SELECT tagger, tag, unnest(string_split({norm_sql("words")}, ' ')) AS tok FROM (
+              SELECT DISTINCT a.tagger, a.tag, coalesce(w.words, a.tag) AS words
+              FROM kw_auto a LEFT JOIN {TAG_WORDS_SQL} w ON w.tagger = a.tagger AND w.tag = a.tag))
+        WHERE tok <> '' AND tok NOT IN (SELECT sw FROM fts_main_docs.stopwords)""")
+    con.execute("""CREATE TEMP TABLE terms AS SELECT termid, term FROM fts_main_docs.dict
+        UNION ALL SELECT (SELECT coalesce(max(termid), -1) FROM fts_main_docs.dict)
+                         + row_number() OVER (ORDER BY term), term
+        FROM (SELECT DISTINCT term FROM tag_terms WHERE term NOT IN (SELECT term FROM fts_main_docs.dict))""")
+    con.execute("""CREATE TEMP TABLE merged AS
+        WITH auto AS (SELECT w.termid, a.track_id, max(a.probability) AS p FROM kw_auto a
+                      JOIN tag_terms x USING (tagger, tag) JOIN terms w USING (term) GROUP BY ALL)
+        SELECT coalesce(t.termid, a.termid) AS termid, coalesce(t.track_id, a.track_id) AS track_id,
+               t.weight, a.p
+        FROM text_postings t FULL JOIN auto a ON a.termid = t.termid AND a.track_id = t.track_id""")
+    con.execute("""CREATE TEMP TABLE seen AS
+        SELECT termid, sum(CASE WHEN weight IS NULL THEN p ELSE 1 END) AS sdf FROM merged GROUP BY termid""")
+    # df: the expected number of tracks holding the term, at least 1 (the engine's COMMON_TERM_SHARE)
+    con.execute("""CREATE TABLE kw_terms AS SELECT termid, term, ceil(s.sdf)::BIGINT AS df
+        FROM terms JOIN seen s USING (termid) ORDER BY term""")
+    # Sorted by term: a query's few terms are found by zone maps, not a scan of every distinct word.
+    con.execute(f"""CREATE TABLE kw_postings AS
+        SELECT m.termid, m.track_id, (coalesce(m.weight, 0) + coalesce({AUTO_TAG_WEIGHT} * m.p
+               * ln((st.num_docs - s.sdf + 0.5) / (s.sdf + 0.5) + 1), 0))::FLOAT AS weight
+        FROM merged m JOIN seen s USING (termid) CROSS JOIN fts_main_docs.stats st
+        ORDER BY m.termid, m.track_id""")
+    for table in ("text_postings", "tag_terms", "terms", "merged", "seen"):
+        con.execute(f"DROP TABLE {table}")
+
+
+def _load(con: duckdb.DuckDBPyConnection, docs: pa.Table, auto: pa.Table) -> None:
+    """The catalog's documents (`_DOCS_SQL`) and auto-tags (`_AUTO_SQL`, kept as `kw_auto`) into `con`."""
+    con.execute("SET enable_progress_bar = false")
+    load_extension(con)
+    con.register("catalog_docs", docs)
+    con.execute("CREATE TABLE docs AS SELECT * FROM catalog_docs")
+    con.unregister("catalog_docs")
+    con.register("catalog_auto", auto)
+    con.execute("""CREATE TABLE kw_auto AS SELECT track_id, tagger, tag, probability FROM catalog_auto
+        ORDER BY track_id, probability DESC, tagger, tag""")
+    con.unregister("catalog_auto")
+
+
+def _build(con: duckdb.DuckDBPyConnection, meta: list) -> dict:
+    """The snapshot's tables, from the documents `_load` put in `con`; its summary. `meta`: the catalog's
+    generation, stamp and content digest as read with the documents."""
+    fields = ", ".join(f"'{f}'" for f in FIELDS)
+    con.execute(f"PRAGMA create_fts_index('docs', 'track_id', {fields}, stemmer='{STEMMER}', "
+                f"stopwords='{STOPWORDS}', ignore='{TOKEN_IGNORE}', strip_accents=1, lower=1, "
+                "overwrite=1)")
+    _write_postings(con)
+    _write_names(con)
+    _write_tracks(con)
+    con.execute("""CREATE TABLE kw_meta AS
+        SELECT ?::INTEGER AS version, s.num_docs, ?::TIMESTAMP AS built_at,
+               (SELECT max(indexed_at) FROM docs) AS max_indexed_at, ?::BIGINT AS generation,
+               ?::VARCHAR AS catalog_stamp, ?::VARCHAR AS content
+        FROM fts_main_docs.stats s""", [SNAPSHOT_VERSION, datetime.now(UTC).replace(tzinfo=None), *meta])
+    con.execute("DROP SCHEMA fts_main_docs CASCADE")
+    con.execute("DROP TABLE docs")
+    con.execute("CHECKPOINT")
+    return read_meta(con, "")
+
+
 def refresh_keywords(catalog: Catalog) -> dict:
     """Rebuild the keyword snapshot from the catalog's finished tracks; returns its summary.
 
@@ -296,6 +437,7 @@ def refresh_keywords(catalog: Catalog) -> dict:
         db = conn.connection.driver_connection
         db.execute("SET enable_progress_bar = false")
         docs = db.execute(_DOCS_SQL).fetch_arrow_table()
+        auto = db.execute(_AUTO_SQL).fetch_arrow_table()
         catalog_generation = generation(conn)  # read in the same snapshot as the documents
         content = content_digest(conn)
     target = keywords_path(catalog)
@@ -306,46 +448,9 @@ def refresh_keywords(catalog: Catalog) -> dict:
     try:
         con = duckdb.connect(str(tmp))
         try:
-            con.execute("SET enable_progress_bar = false")
-            load_extension(con)
-            con.register("catalog_docs", docs)
-            con.execute("CREATE TABLE docs AS SELECT * FROM catalog_docs")
-            con.unregister("catalog_docs")
-            del docs
-            fields = ", ".join(f"'{f}'" for f in FIELDS)
-            con.execute(f"PRAGMA create_fts_index('docs', 'track_id', {fields}, stemmer='{STEMMER}', "
-                        f"stopwords='{STOPWORDS}', ignore='{TOKEN_IGNORE}', strip_accents=1, lower=1, "
-                        "overwrite=1)")
-            # Sorted by term: a query's few terms are found by zone maps, not a scan of every distinct word
-            # (a million titles and artists bring a million terms).
-            con.execute("CREATE TABLE kw_terms AS SELECT termid, term, df FROM fts_main_docs.dict ORDER BY term")
-            _write_names(con)
-            # Keyed, so a page of results is fetched through the index rather than by scanning.
-            con.execute("""CREATE TABLE kw_tracks (id INTEGER PRIMARY KEY, status VARCHAR, path VARCHAR,
-                root VARCHAR, title VARCHAR, artist VARCHAR, album_artist VARCHAR, album VARCHAR, genre VARCHAR,
-                year INTEGER, duration DOUBLE, format VARCHAR, track_no INTEGER, caption VARCHAR, row_hash UBIGINT)""")
-            con.execute(f"""INSERT INTO kw_tracks SELECT track_id, 'done', {", ".join(TRACK_COLUMNS)}, caption,
-                row_hash FROM docs ORDER BY track_id""")
-            # One row per (term, track) holding its BM25 weight, so a query only sums weights.
-            con.execute(f"""CREATE TABLE kw_postings AS
-                SELECT t.termid, d.name AS track_id,
-                       (ln((s.num_docs::DOUBLE - w.df + 0.5) / (w.df + 0.5) + 1) * t.tf * {BM25_K1 + 1}
-                        / (t.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * d.len / s.avgdl)))::FLOAT AS weight
-                FROM (SELECT termid, docid, count(*)::DOUBLE AS tf FROM fts_main_docs.terms GROUP BY ALL) t
-                JOIN fts_main_docs.docs d USING (docid) JOIN fts_main_docs.dict w USING (termid)
-                CROSS JOIN fts_main_docs.stats s
-                ORDER BY t.termid, d.name""")
-            con.execute("""CREATE TABLE kw_meta AS
-                SELECT ?::INTEGER AS version, s.num_docs, ?::TIMESTAMP AS built_at,
-                       (SELECT max(indexed_at) FROM docs) AS max_indexed_at, ?::BIGINT AS generation,
-                       ?::VARCHAR AS catalog_stamp, ?::VARCHAR AS content
-                FROM fts_main_docs.stats s""",
-                        [SNAPSHOT_VERSION, datetime.now(UTC).replace(tzinfo=None), catalog_generation, stamp,
-                         content])
-            con.execute("DROP SCHEMA fts_main_docs CASCADE")
-            con.execute("DROP TABLE docs")
-            con.execute("CHECKPOINT")
-            summary = read_meta(con, "")
+            _load(con, docs, auto)
+            del docs, auto
+            summary = _build(con, [catalog_generation, stamp, content])
         finally:
             con.close()
         fd = os.open(tmp, os.O_RDONLY)

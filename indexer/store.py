@@ -151,7 +151,8 @@ errors = Table(  # one row per file that failed, with a reason fit to show a use
 
 meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text))
 
-_LOCK_WORDS = ("lock", "Conflicting", "being used", "Could not set lock")
+_LOCK_WORDS = ("lock", "Conflicting", "being used", "Could not set lock",
+               "with a different configuration")  # another connection of this process holds it otherwise
 
 
 def _is_lock_error(exc: BaseException) -> bool:

@@ -5,12 +5,12 @@ between our queries), except the keyword snapshot (search/fts.py), which no one 
 answers a search alone, with a copy of the tracks changed since when a scan has moved the catalog on; the
 text embedder, the snapshot reader and the FAISS indexes are loaded once, lazily, and reloaded when the
 scan rewrites them. What callers pass and get back (filters, hits, result pages) is in search/types.py;
-the SQL in search/rank.py.
+the SQL in search/rank.py; what the analysis heard (tempo, key, vocals, auto-tags) as boosts and reasons
+in search/music.py; the "more like this" blend in search/like.py; facets and stats in search/summary.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +20,21 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from indexer.keywords import catalog_stamp, last_error
-from indexer.store import Catalog, CatalogError, captions, embeddings, errors, scans, tags, tracks
-from model.audio import AudioDecodeError
-from model.config import Profile, load_profile
+from indexer.keywords import AUTO_TEXT_MIN, catalog_stamp, tag_text
+from indexer.store import Catalog, CatalogError, analyses, auto_tags, captions, embeddings, tags, tracks
+from model.analysis import Analyzer
+from model.audio import AudioDecodeError, decode_audio
+from model.config import ModelNotFoundError, Profile, load_profile
 from model.encoder import Encoder, track_vector
 from model.settings import Settings
 from model.textembed import TextEmbedder
-from search import rank
+from search import like, rank, summary
 from search.ann import VectorIndex
 from search.fts import QUERY_THREADS, SnapshotReader, attach_snapshot
+from search.music import music_reasons, tag_reasons
 from search.query import ParsedQuery, parse_query
 from search.types import Filters, Hit, SearchError, SearchResult
 
@@ -86,13 +88,19 @@ class _Query:
     params: dict
 
 
-def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], tracks: str) -> list[dict]:
+def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], tracks: str,
+                  with_tags: bool = False) -> list[dict]:
     """Page rows (ids and scores) completed with each track's display columns and caption from `tracks`
-    (the catalog's table or the warm snapshot's), in order."""
+    (the catalog's table or the warm snapshot's), in order; `with_tags`: and its `auto_tags` (tagger, tag,
+    probability), likeliest first, read alike."""
     if not rows:
         return []
-    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql([r["id"] for r in rows], tracks))}
-    return [{**details[r["id"]], **r} for r in rows if r["id"] in details]
+    ids = [r["id"] for r in rows]
+    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql(ids, tracks))}
+    heard: dict[int, list[tuple]] = {i: [] for i in ids}
+    for t in _rows(db, rank.page_tags_sql(ids, tracks)) if with_tags else ():
+        heard[t["track_id"]].append((t["tagger"], t["tag"], t["probability"]))
+    return [{**details[r["id"]], **r, "auto_tags": heard[r["id"]]} for r in rows if r["id"] in details]
 
 
 class SearchEngine:
@@ -107,7 +115,8 @@ class SearchEngine:
         self._reader: SnapshotReader | None = None
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
-        self._facets: tuple[str, dict] | None = None  # (catalog stamp, facets) of the last read
+        self._analyzer: Analyzer | None = None  # the musicnn taggers, for "more like" a file
+        self._facets: tuple[tuple[str, Filters], dict] | None = None  # (catalog stamp, filters), facets
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
@@ -226,15 +235,16 @@ class SearchEngine:
                     notes.append("The keyword index is missing or from an older version (the next "
                                  "`python -m indexer scan` rebuilds it), so keywords are matched as plain text.")
                 found = self._rank(db, snapshot, query, "tracks")
-        rows, total, terms = found
-        hits = self._explain(rows, terms, parsed.words)
+        rows, total, terms, by_substring = found
+        hits = self._explain(rows, terms, parsed.words, by_substring)
         if not total:
             notes.append("No tracks match" + (" these filters and" if filters.active() else "") + " the query.")
         return SearchResult(hits, total, " ".join(notes))
 
     def _rank(self, db: duckdb.DuckDBPyConnection, snapshot: dict | None, q: _Query,
-              tracks: str) -> tuple[list[dict], int, list[str] | None]:
-        """Ranked page rows with details, the total, and the index terms matched (None: no snapshot).
+              tracks: str) -> tuple[list[dict], int, list[str] | None, bool]:
+        """Ranked page rows with details, the total, the index terms matched (None: no snapshot), and
+        whether tracks the snapshot lacks were matched by substring.
 
         `db` has the snapshot attached as `kw` (when there is one); `tracks` is the catalog's table, or
         the warm snapshot's (`SnapshotReader.current`).
@@ -264,13 +274,14 @@ class SearchEngine:
                      allowed=None if allowed is None else ALLOWED_TABLE, delta=warm and snapshot["stale"])
 
         def ranked(head_only: bool, **page: int) -> list[dict]:
-            sql = rank.search_sql(termids, len(like_words), q.runs, genres, head_only=head_only, **shape)
+            sql = rank.search_sql(termids, len(like_words), q.runs, genres, head_only=head_only,
+                                  music=q.parsed.music, **shape)
             return _rows(db, sql, _bound(sql, {**params, **page}))
 
-        # A tail track can only be boosted by a genre the query names: one of the snapshot's, or any of
-        # its word runs for tracks matched by substring.
+        # A tail track can only be boosted by a genre the query names (one of the snapshot's, or any of
+        # its word runs for tracks matched by substring) and by the tempo, key and vocals it asks for.
         genre_chars = max((len(g) for g in (q.runs if like_words else [g for g, _ in genres])), default=0)
-        tail_best = rank.max_tail_score(genre_chars, params["phrase_len"])
+        tail_best = rank.max_tail_score(genre_chars, params["phrase_len"], q.parsed.music.best_boost())
         if allowed is not None:
             db.register(ALLOWED_TABLE, {"id": allowed})
         try:
@@ -301,7 +312,7 @@ class SearchEngine:
                 db.unregister(ALLOWED_TABLE)
             for table in (rank.KEYWORD_TABLE, rank.LIKE_TABLE):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-        return _with_details(db, rows, tracks), total, terms
+        return _with_details(db, rows, tracks, with_tags=True), total, terms, bool(like_words)
 
     def _semantic(self, q: _Query, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """The captions nearest the query in meaning (ids and cosines), among the allowed tracks."""
@@ -312,9 +323,11 @@ class SearchEngine:
         keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
         return ids[keep].tolist(), sims[keep].astype(float).tolist()
 
-    def _explain(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...]) -> list[Hit]:
+    def _explain(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...],
+                 by_substring: bool) -> list[Hit]:
         """Hits with the words to highlight per field: the index terms matched, as written in each field
-        (or, without a keyword snapshot, the query words found as substrings)."""
+        (or, without a keyword snapshot, the query words found as substrings); and the auto-tags matched
+        (`_tag_words`): their words highlighted as the field `auto_tags`, the tags named in the reasons."""
         names = ("caption", "title", "artist", "album", "genre")
         texts = [str(r.get(n) or "") for r in rows for n in names]
         if terms is not None:
@@ -322,24 +335,44 @@ class SearchEngine:
         else:
             found = [[w for w in words if w in t.lower()] for t in texts]
         hits = []
-        for i, row in enumerate(rows):
+        for i, (row, tag_words) in enumerate(zip(rows, self._tag_words(rows, terms, words, by_substring),
+                                                 strict=True)):
             per_field = {n: found[i * len(names) + j] for j, n in enumerate(names) if found[i * len(names) + j]}
-            terms_here = sorted({w for ws in per_field.values() for w in ws})
+            heard = music_reasons(row) + tag_reasons(row["auto_tags"], tag_words)
+            matched = {**per_field, "auto_tags": sorted({w for ws in tag_words for w in ws})}
+            matched = {n: ws for n, ws in matched.items() if ws}
             hits.append(_hit(row, score=float(row["score"]), semantic=row["semantic"], keyword=row["keyword"],
-                             matched_terms=terms_here, matched_fields=per_field,
-                             reasons=rank.reasons(row, per_field)))
+                             matched_terms=sorted({w for ws in matched.values() for w in ws}),
+                             matched_fields=matched, reasons=rank.reasons(row, per_field, heard)))
         return hits
+
+    def _tag_words(self, rows: list[dict], terms: list[str] | None, words: tuple[str, ...],
+                   by_substring: bool) -> list[list[list[str]]]:
+        """Per row, per auto-tag: the words of its text (`tag_text`) that matched, as the search matched
+        them: the index terms, and where tracks were matched by substring, the query words in the texts
+        of the tags substring matching reads (heard with at least AUTO_TEXT_MIN)."""
+        tags = [(tag_text(tagger, tag), p) for r in rows for tagger, tag, p in r["auto_tags"]]
+        stems = self.reader().surface_matches([t for t, _ in tags], terms) if terms else [[] for _ in tags]
+        if by_substring or terms is None:
+            stems = [sorted({*ws, *(w for w in words if p >= AUTO_TEXT_MIN and w in t.lower())})
+                     for ws, (t, p) in zip(stems, tags, strict=True)]
+        found = iter(stems)
+        return [[next(found) for _ in r["auto_tags"]] for r in rows]
 
     # -- more like this --------------------------------------------------------------------------------
     def like_track(self, track_id: int, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        """Tracks that sound most like a catalog track (audio track vectors), the track itself excluded."""
+        """Tracks that sound most like a catalog track (track vectors blended with musicnn embeddings:
+        search/like.py), the track itself excluded."""
         with self.catalog.read() as conn:
             row = conn.execute(select(embeddings.c.vector, embeddings.c.encoder_version)
                                .where(embeddings.c.track_id == int(track_id))).first()
+            heard = conn.execute(select(analyses.c.embedding, analyses.c.analysis_version)
+                                 .where(analyses.c.track_id == int(track_id))).first()
         if row is None:
             raise SearchError(f"track {track_id} is not in the catalog or has no audio embedding yet")
         vec = np.frombuffer(row.vector, dtype=np.float32)
-        return self._like(vec, row.encoder_version, int(track_id), top_k, filters or Filters(),
+        musicnn = (like.unit(heard.embedding), heard.analysis_version) if heard else None
+        return self._like(vec, row.encoder_version, musicnn, int(track_id), top_k, filters or Filters(),
                           f"sounds like track {int(track_id)}")
 
     def like_audio(self, path: str | Path, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
@@ -350,32 +383,54 @@ class SearchEngine:
         encoder = self.encoder()
         try:
             tokens = encoder.encode_file(path, max_seconds=self.settings.max_track_seconds)
+            musicnn = self._musicnn(path)
         except AudioDecodeError as exc:
             raise SearchError(f"cannot read {path.name} as audio: {exc}") from exc
         if tokens.shape[0] == 0:
             raise SearchError(f"{path.name} is too short to compare")
-        return self._like(track_vector(tokens), encoder.version(), -1, top_k, filters or Filters(),
+        return self._like(track_vector(tokens), encoder.version(), musicnn, -1, top_k, filters or Filters(),
                           f"sounds like {path.name}")
 
-    def _like(self, vec: np.ndarray, encoder_version: str, exclude: int, top_k: int, filters: Filters,
-              why: str) -> list[Hit]:
+    def _musicnn(self, path: Path) -> tuple[np.ndarray | None, str] | None:
+        """A file's musicnn embedding and analysis version, as the scan stores a track's; None where the
+        taggers cannot be loaded (the `musicnn` package missing): the tracks are then compared as before."""
+        with self._lock:
+            if self._analyzer is None:
+                try:
+                    self._analyzer = Analyzer(self.settings.models_dir, self.settings.resolved_device())
+                except ModelNotFoundError:
+                    return None
+            analyzer = self._analyzer
+        wave = decode_audio(path, analyzer.sample_rate, self.settings.max_track_seconds)
+        analysis = analyzer.analyze([wave])[0]
+        return like.unit(analysis.embedding), analysis.version
+
+    def _like(self, vec: np.ndarray, encoder_version: str, musicnn: tuple[np.ndarray | None, str] | None,
+              exclude: int, top_k: int, filters: Filters, why: str) -> list[Hit]:
+        """The audio index's nearest tracks passing the filters (of the same encoder version), re-ranked
+        with the musicnn embedding `musicnn` (vector, analysis version) when there is one."""
         if not self.audio_index.available:
             raise SearchError("the audio index has not been built yet: run `python -m indexer scan`")
         top_k = max(1, min(int(top_k), MAX_TOP_K))
+        query, version = musicnn if musicnn else (None, "")
+        depth = max(top_k, like.LIKE_DEPTH) if query is not None else top_k
         filter_sql, params = filters.sql()
         with self.catalog.read() as conn:
             db = _duck(conn)
             allowed = self._allowed(db, "tracks", filters, filter_sql, params)
-            ids, sims = self.audio_index.search(vec, top_k + 1, allowed)
+            ids, sims = self.audio_index.search(vec, depth + 1, allowed)
             params.update(ids=ids.tolist(), sims=sims.astype(float).tolist(), encoder_version=encoder_version,
-                          exclude=exclude, limit=top_k)
-            rows = _with_details(db, _rows(db, rank.like_sql(filter_sql), params), "tracks")
-        return [_hit(r, score=float(r["audio"]), audio=float(r["audio"]),
-                     reasons=[f"{why} (audio similarity {r['audio']:.2f})"]) for r in rows]
+                          exclude=exclude, limit=depth)
+            rows = _rows(db, rank.like_sql(filter_sql), params)
+            vectors = like.musicnn_vectors(db, [r["id"] for r in rows], version) if query is not None else {}
+            rows = _with_details(db, like.blend(rows, query, vectors)[:top_k], "tracks")
+        return [_hit(r, score=r["score"], audio=float(r["audio"]), reasons=[like.reason(why, r)])
+                for r in rows]
 
     # -- details for the UI ----------------------------------------------------------------------------
     def track(self, track_id: int) -> dict:
-        """Every catalog column of a track plus its tags, current caption and stored token shape."""
+        """Every catalog column of a track (the analysis's too) plus its tags, current caption, auto-tags
+        (likeliest first) and stored token shape."""
         with self.catalog.read() as conn:
             row = conn.execute(select(tracks).where(tracks.c.id == int(track_id))).mappings().first()
             if row is None:
@@ -388,6 +443,10 @@ class SearchEngine:
                 captions.c.pipeline_version == row["pipeline_version"])).scalar()
             emb = conn.execute(select(embeddings.c.n_tokens, embeddings.c.dim, embeddings.c.encoder_version)
                                .where(embeddings.c.track_id == int(track_id))).first()
+            info["auto_tags"] = [dict(r) for r in conn.execute(
+                select(auto_tags.c.tagger, auto_tags.c.tag, auto_tags.c.probability)
+                .where(auto_tags.c.track_id == int(track_id))
+                .order_by(auto_tags.c.probability.desc(), auto_tags.c.tagger, auto_tags.c.tag)).mappings()]
         info["tokens_shape"] = [emb.n_tokens, emb.dim] if emb else None
         info["embedding_encoder_version"] = emb.encoder_version if emb else None
         return info
@@ -402,73 +461,34 @@ class SearchEngine:
         arr = np.frombuffer(row.tokens, dtype=np.float16).reshape(row.n_tokens, row.dim)
         return torch.from_numpy(arr.astype(np.float32))
 
-    def facets(self) -> dict:
-        """Values for filter widgets, over the tracks a search can return.
+    def facets(self, filters: Filters | None = None) -> dict:
+        """Values for filter widgets, over the tracks a search can return, and the tracks per value of
+        the analysis columns under `filters` (search/summary.py).
 
-        Kept until the catalog changes: the UI asks on every page render, and at a million tracks the
-        distinct values take over half a second (docs/benchmarks.md).
+        Kept until the catalog changes or other filters are asked for: the UI asks on every page render,
+        and at a million tracks the distinct values take over half a second (docs/benchmarks.md).
         """
-        stamp = catalog_stamp(self.catalog)  # before reading: a write meanwhile gives a new stamp
+        key = (catalog_stamp(self.catalog), filters or Filters())  # before reading: a write gives a new stamp
         with self._lock:
-            if self._facets is not None and self._facets[0] == stamp:
+            if self._facets is not None and self._facets[0] == key:
                 return self._facets[1]
-        found = self._read_facets()
+        found = self._read_facets(key[1])
         with self._lock:
-            self._facets = (stamp, found)
+            self._facets = (key, found)
         return found
 
-    def _read_facets(self) -> dict:
-        done = tracks.c.status == "done"
+    def _read_facets(self, filters: Filters | None = None) -> dict:
+        """`facets`, read from the catalog every time."""
         with self.catalog.read() as conn:
-            def distinct(col) -> list:
-                return [v for (v,) in conn.execute(select(col).where(done, col.is_not(None), col != "")
-                                                  .distinct().order_by(func.lower(col)))]
-            years = conn.execute(select(func.min(tracks.c.year), func.max(tracks.c.year)).where(done)).one()
-            durs = conn.execute(select(func.min(tracks.c.duration), func.max(tracks.c.duration)).where(done)).one()
-            return {"artists": distinct(tracks.c.artist), "albums": distinct(tracks.c.album),
-                    "genres": distinct(tracks.c.genre), "formats": distinct(tracks.c.format),
-                    "roots": distinct(tracks.c.root),
-                    "year_range": None if years[0] is None else [int(years[0]), int(years[1])],
-                    "duration_range": None if durs[0] is None else [float(durs[0]), float(durs[1])]}
+            return summary.facets(conn, _duck(conn), filters or Filters())
 
     def stats(self) -> dict:
         """Catalog health for the UI and `--stats`: counts, failures and why, versions, the last scan."""
         with self.catalog.read() as conn:
-            by_status = dict(conn.execute(select(tracks.c.status, func.count()).group_by(tracks.c.status)).all())
-            n_captions = conn.execute(select(func.count()).select_from(tracks.join(
-                captions, (captions.c.track_id == tracks.c.id)
-                & (captions.c.pipeline_version == tracks.c.pipeline_version)))).scalar()
-            n_embeddings = conn.execute(select(func.count()).select_from(embeddings)).scalar()
-            by_stage = dict(conn.execute(select(errors.c.stage, func.count()).group_by(errors.c.stage)).all())
-            recent = [dict(r) for r in conn.execute(
-                select(errors.c.path, errors.c.stage, errors.c.reason, errors.c.failed_at)
-                .order_by(errors.c.failed_at.desc().nulls_last(), errors.c.path).limit(50)).mappings()]
-            versions = [dict(r) for r in conn.execute(
-                select(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version,
-                       func.count().label("tracks"))
-                .group_by(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version)
-                .order_by(func.count().desc())).mappings()]
-            scan = conn.execute(select(scans).order_by(scans.c.id.desc()).limit(1)).mappings().first()
-            db = _duck(conn)
-            snapshot = attach_snapshot(db, self.catalog)
-            if snapshot is not None:  # tracks the snapshot lacks, matched by substring until it is rebuilt
-                snapshot["stale_tracks"] = int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0]) \
-                    if snapshot["stale"] else 0
-        latest = dict(scan) if scan else None
-        for key in ("roots", "summary"):
-            if latest and isinstance(latest.get(key), str):
-                try:
-                    latest[key] = json.loads(latest[key])
-                except ValueError:
-                    pass
-        return {
-            "tracks": sum(by_status.values()), "by_status": by_status, "captions": n_captions,
-            "embeddings": n_embeddings,
-            "failures": {"count": sum(by_stage.values()), "by_stage": by_stage, "recent": recent},
-            "versions": versions, "latest_scan": latest,
-            "indexes": {"text": self.text_index.info(), "audio": self.audio_index.info(), "keywords": snapshot,
-                        "keywords_error": last_error(self.catalog)},
-        }
+            found = summary.stats(conn, _duck(conn), self.catalog)
+        found["indexes"] = {"text": self.text_index.info(), "audio": self.audio_index.info(),
+                            **found["indexes"]}
+        return found
 
 
 __all__ = ["SearchEngine"]

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from indexer.keywords import (
     SNAPSHOT_VERSION,
     STEMMER,
     TOKEN_IGNORE,
     TRACK_COLUMNS,
+    auto_text_sql,
     catalog_stamp,
     content_digest,
     file_stamp,
@@ -35,7 +37,16 @@ from indexer.keywords import (
     strip_accents,
 )
 from indexer.store import Catalog, CatalogError, generation
-from search.rank import DELTA_NAMES, DELTA_STALE, DELTA_TRACKS, LIVE_TRACKS, delta_names_sql, haystack_sql
+from search.rank import (
+    DELTA_AUTO,
+    DELTA_NAMES,
+    DELTA_STALE,
+    DELTA_TRACKS,
+    LIVE_AUTO,
+    LIVE_TRACKS,
+    delta_names_sql,
+    haystack_sql,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +201,10 @@ class SnapshotReader:
         nothing copied, when more than DELTA_MAX tracks did (or the snapshot file was replaced meanwhile).
 
         Tracks are told apart by the hash of their catalog row that the snapshot keeps (`row_hash_sql`):
-        a track is new, rewritten, moved or recaptioned where the hashes differ, gone where the catalog
-        has no finished row for it. The comparison runs in the catalog connection, with the snapshot
-        attached there too: at a million tracks it takes about 140 ms, half of what copying the hashes
-        over to compare them here took.
+        a track is new, rewritten, moved, recaptioned or analysed where the hashes differ, gone where the
+        catalog has no finished row for it; its auto-tags are copied with it. The comparison runs in the
+        catalog connection, with the snapshot attached there too: at a million tracks it takes about
+        140 ms, half of what copying the hashes over to compare them here took.
         """
         there = attach_snapshot(catalog, self.catalog)
         if there is None or any(there[k] != self._meta[k] for k in ("built_at", "generation", "content")):
@@ -207,31 +218,44 @@ class SnapshotReader:
         catalog.register("delta_ids", {"id": changed})
         try:
             delta = catalog.execute(f"""SELECT t.id, 'done' AS status, {", ".join(f"t.{c}" for c in TRACK_COLUMNS)},
-                    c.text AS caption, {row_hash_sql("t")} AS row_hash
+                    c.text AS caption, {row_hash_sql("t")} AS row_hash, a.auto_text
                 FROM tracks t SEMI JOIN delta_ids d ON d.id = t.id
                 LEFT JOIN (SELECT * FROM captions SEMI JOIN delta_ids d ON d.id = captions.track_id) c
-                    ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version""").fetch_arrow_table()
+                    ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
+                LEFT JOIN ({auto_text_sql("a.track_id IN (SELECT id FROM delta_ids)")}) a ON a.track_id = t.id
+                """).fetch_arrow_table()
+            tags = catalog.execute("""SELECT track_id, tagger, tag, probability FROM auto_tags
+                SEMI JOIN delta_ids d ON d.id = auto_tags.track_id""").fetch_arrow_table()
         finally:
             catalog.unregister("delta_ids")
         kept = self._snapshot_ids()
         kept = kept[~np.isin(kept, diff["id"], kind="table")] if len(diff["id"]) else kept
         added = np.sort(changed.astype(np.int64))  # none of them is in `kept`: every changed track is stale
         self._live_ids = np.insert(kept, np.searchsorted(kept, added), added)
+        self._copy_delta(delta, tags, diff["id"])
+        return True
+
+    def _copy_delta(self, delta: pa.Table, tags: pa.Table, stale: np.ndarray) -> None:
+        """The copy `_load_delta` read, as this reader's delta tables and views (search/rank.py)."""
         cols = ", ".join(KW_TRACK_COLUMNS)
         self.con.register("delta_rows", delta)
-        self.con.register("stale_ids", {"id": diff["id"]})
+        self.con.register("delta_tags", tags)
+        self.con.register("stale_ids", {"id": stale})
         try:
             self.con.execute(f"""CREATE OR REPLACE TEMP TABLE {DELTA_TRACKS} AS
-                SELECT {cols}, {haystack_sql("t.caption")} AS hay FROM delta_rows t""")
+                SELECT {cols}, {haystack_sql("t.caption", "t.auto_text")} AS hay FROM delta_rows t""")
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {DELTA_NAMES} AS {delta_names_sql()}")
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {DELTA_STALE} AS SELECT id::INTEGER AS id FROM stale_ids")
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {DELTA_AUTO} AS SELECT * FROM delta_tags")
         finally:
-            self.con.unregister("delta_rows")
-            self.con.unregister("stale_ids")
+            for name in ("delta_rows", "delta_tags", "stale_ids"):
+                self.con.unregister(name)
         self.con.execute(f"""CREATE OR REPLACE TEMP VIEW {LIVE_TRACKS} AS
             SELECT {cols} FROM kw.kw_tracks WHERE id NOT IN (SELECT id FROM {DELTA_STALE})
             UNION ALL SELECT {cols} FROM {DELTA_TRACKS}""")
-        return True
+        self.con.execute(f"""CREATE OR REPLACE TEMP VIEW {LIVE_AUTO} AS
+            SELECT * FROM kw.kw_auto WHERE track_id NOT IN (SELECT id FROM {DELTA_STALE})
+            UNION ALL SELECT * FROM {DELTA_AUTO}""")
 
     def held(self, ids: list[int], stale: bool) -> list[bool]:
         """Whether each track is one a search here sees (the snapshot's, or with the changes copied when
@@ -247,8 +271,9 @@ class SnapshotReader:
         return self._ids
 
     def _drop_delta(self) -> None:
-        self.con.execute(f"DROP VIEW IF EXISTS {LIVE_TRACKS}")
-        for table in (DELTA_TRACKS, DELTA_NAMES, DELTA_STALE):
+        for view in (LIVE_TRACKS, LIVE_AUTO):
+            self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        for table in (DELTA_TRACKS, DELTA_NAMES, DELTA_STALE, DELTA_AUTO):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     def analyze(self, text: str, words: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:

@@ -1,4 +1,5 @@
-"""Hybrid ranking: semantic and keyword lists fused by reciprocal rank, plus boosts for named fields.
+"""Hybrid ranking: semantic and keyword lists fused by reciprocal rank, plus boosts for named fields and
+for the tempo, key and vocals a query's words ask for (search/music.py).
 
 A search is two DuckDB statements. The keyword stage (`keyword_sql`: BM25 from the keyword snapshot, or
 substring matches, restricted to the filters) needs no query embedding, so the engine runs it in a
@@ -9,7 +10,8 @@ columns involved rather than a round trip per candidate.
 
 from __future__ import annotations
 
-from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, name_hash, names_sql, norm_sql
+from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, auto_text_sql, name_hash, names_sql, norm_sql
+from search.music import BOOST_COLUMNS, MusicIntent
 
 # Reciprocal rank fusion (Cormack, Clarke and Buettcher 2009): score = sum_i W_i / (RRF_K + rank_i).
 # Rank fusion needs no calibration between a cosine similarity and a BM25 score, which live on
@@ -50,7 +52,8 @@ KEYWORD_DEPTH = 1000
 SCAN_NAME_RUNS = 105
 
 NAME_FIELDS = ("title", "artist", "album", "genre")
-HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root")
+HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root", "bpm", "tonic",
+               "mode", "vocals", "auto_genre")
 FRESH_SQL = """SELECT id FROM tracks WHERE status = 'done'
     AND indexed_at > (SELECT coalesce(max_indexed_at, '-infinity'::TIMESTAMP) FROM kw.kw_meta)"""
 FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after the keyword snapshot
@@ -61,7 +64,11 @@ FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after 
 DELTA_TRACKS = "search_delta"
 DELTA_NAMES = "search_delta_names"  # and their names, normalised as the snapshot's (`delta_names_sql`)
 DELTA_STALE = "search_stale"
+DELTA_AUTO = "search_delta_auto"  # their auto-tags, laid out as kw.kw_auto
 LIVE_TRACKS = "search_live"
+LIVE_AUTO = "search_live_auto"  # the auto-tags of LIVE_TRACKS
+# Where the auto-tags of each table of tracks a search reads are (`page_tags_sql`).
+AUTO_TABLES = {"tracks": "auto_tags", "kw.kw_tracks": "kw.kw_auto", LIVE_TRACKS: LIVE_AUTO}
 # Temporary tables of one search, on its connection: its keyword matches with their scores, filtered,
 # and of those the tracks matched by substring (their names are read live).
 KEYWORD_TABLE = "search_keywords"
@@ -98,10 +105,12 @@ def _fresh_sql(delta: bool) -> str:
     return f"SELECT id FROM {DELTA_STALE}" if delta else FRESH_SQL
 
 
-def haystack_sql(caption: str, t: str = "t") -> str:
-    """A track's text matched by substring: its caption (`caption`) and names (of table alias `t`), lower
-    case, so that `LIKE lower(pattern)` is ILIKE, four times faster on text lowered once."""
-    return f"lower(concat_ws(' ', {caption}, {t}.title, {t}.artist, {t}.album_artist, {t}.album, {t}.genre))"
+def haystack_sql(caption: str, auto_text: str, t: str = "t") -> str:
+    """A track's text matched by substring: its caption (`caption`), names (of table alias `t`) and auto-tags
+    (`auto_text`, from `auto_text_sql`), lower case, so that `LIKE lower(pattern)` is ILIKE, four times
+    faster on text lowered once."""
+    return (f"lower(concat_ws(' ', {caption}, {t}.title, {t}.artist, {t}.album_artist, {t}.album, {t}.genre, "
+            f"{auto_text}))")
 
 
 def _docs_sql(delta: bool, fresh_only: bool) -> str:
@@ -109,10 +118,12 @@ def _docs_sql(delta: bool, fresh_only: bool) -> str:
     copied), else the catalog's (`fresh_only`: those indexed after the snapshot, else all)."""
     if delta:
         return f"SELECT id, hay FROM {DELTA_TRACKS}"
-    scope = "AND t.id IN (SELECT id FROM fresh)" if fresh_only else ""
-    return f"""SELECT t.id, {haystack_sql("c.text")} AS hay FROM tracks t
+    scope = "t.id IN (SELECT id FROM fresh)" if fresh_only else ""
+    auto = auto_text_sql(scope.replace("t.id", "a.track_id"))
+    return f"""SELECT t.id, {haystack_sql("c.text", "a.auto_text")} AS hay FROM tracks t
         LEFT JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
-        WHERE t.status = 'done' {scope}"""
+        LEFT JOIN ({auto}) a ON a.track_id = t.id
+        WHERE t.status = 'done' {"AND " + scope if scope else ""}"""
 
 
 def _bm25_sql(termids: list[int], stale: bool) -> str:
@@ -249,7 +260,7 @@ def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_
 
 def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
                filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None,
-               delta: bool = False, head_only: bool = False) -> str:
+               delta: bool = False, head_only: bool = False, music: MusicIntent | None = None) -> str:
     """The ranked page of one search: ids, scores, ranks, name boosts, the total and the tail's size.
 
     Reads KEYWORD_TABLE and LIKE_TABLE, which `keyword_sql` with the same arguments filled.
@@ -260,7 +271,8 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     are no filters and the snapshot and the text index are current; `allowed`: instead, a table
     (registered on the connection) of the ids of the tracks that are done and pass the filters, computed
     once for the vector search too, so the filters are not evaluated again here; `delta`: the tracks the
-    snapshot lacks come from the delta tables (DELTA_TRACKS), not the catalog's. Parameters: $sem_ids,
+    snapshot lacks come from the delta tables (DELTA_TRACKS), not the catalog's; `music`: what the query
+    asks of tempo, key and vocals, boosts read from `tracks` (search/music.py). Parameters: $sem_ids,
     $sem_sims, $phrase_len, $limit, $offset and the filters' (unless `allowed`).
 
     `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
@@ -311,8 +323,12 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
         FULL JOIN named n ON n.track_id = coalesce(k.track_id, s.track_id)
         {f"WHERE k.track_id IS NOT NULL OR s.track_id IS NOT NULL OR {others}" if genre_rows else ""}"""
     joins, genre = _genre_sql(bitmaps, genre_rows, stale)
-    lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)}, {genre} AS b_genre
-        FROM ({lists}) l {joins}"""
+    music = music or MusicIntent()
+    if music.active:
+        joins += f" LEFT JOIN {tracks} m ON m.id = l.id"
+    heard = ", ".join(f"{expr} AS {name}" for name, expr in music.columns("m").items())
+    lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)},
+               {genre} AS b_genre, {heard} FROM ({lists}) l {joins}"""
     ctes.append(f"cand AS ({_restricted(lists, 'id', filters_sql, check_tracks, tracks, allowed)})")
     ctes.append(f"""kw_top AS (SELECT id, rank() OVER (ORDER BY keyword DESC) AS krank FROM (
         SELECT id, keyword FROM cand WHERE keyword IS NOT NULL ORDER BY keyword DESC, id LIMIT {KEYWORD_DEPTH}))""")
@@ -323,9 +339,10 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     # (the tracks of either ranked list or named, a few thousand at most) needs the full sum; computed for
     # every candidate it took longer than the BM25 sum (docs/benchmarks.md).
     tail_of = " AND ".join(["k.id IS NULL", "s.id IS NULL", *(f"c.n_{f} IS NULL" for f in named_fields)])
+    shared = ["c.b_genre", *(f"c.{b}" for b in BOOST_COLUMNS)]  # what a tail track may have too
     head = _score("s.srank", _krank("c.keyword", "k.krank"),
-                  [_boost(f, f"c.n_{f}") for f in named_fields] + ["c.b_genre"])
-    tail = _score("NULL::BIGINT", f"{KEYWORD_DEPTH + 1}::BIGINT", ["0::DOUBLE"] * len(named_fields) + ["c.b_genre"])
+                  [_boost(f, f"c.n_{f}") for f in named_fields] + shared)
+    tail = _score("NULL::BIGINT", f"{KEYWORD_DEPTH + 1}::BIGINT", ["0::DOUBLE"] * len(named_fields) + shared)
     ctes.append(f"""page AS (
         SELECT c.*, s.srank, k.krank, CASE WHEN {tail_of} THEN {tail} ELSE {head} END AS score
         FROM cand c LEFT JOIN kw_top k ON k.id = c.id LEFT JOIN sem_top s ON s.id = c.id
@@ -337,15 +354,18 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     else:
         counts = "(SELECT count(*) FROM cand) AS total, 0 AS tail"
     return f"""WITH {", ".join(ctes)}
-    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre, score, {counts}
+    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre,
+           {", ".join(BOOST_COLUMNS)}, score, {counts}
     FROM page ORDER BY score DESC, keyword DESC NULLS LAST, id"""
 
 
-def max_tail_score(genre_chars: int, phrase_len: int) -> float:
+def max_tail_score(genre_chars: int, phrase_len: int, music_best: float = 0.0) -> float:
     """The best score a tail track (a keyword match ranked past KEYWORD_DEPTH, in no other list and not
     named) can have: the last keyword rank's share plus the longest genre the query may name
-    (`genre_chars`: the characters of the longest such genre, 0 if none)."""
-    return W_KEYWORD / (RRF_K + KEYWORD_DEPTH + 1) + NAME_BOOST["genre"] * genre_chars / max(1, phrase_len)
+    (`genre_chars`: the characters of the longest such genre, 0 if none) and the boosts of tempo, key and
+    vocals it may have (`music_best`: `MusicIntent.best_boost`)."""
+    return (W_KEYWORD / (RRF_K + KEYWORD_DEPTH + 1) + NAME_BOOST["genre"] * genre_chars / max(1, phrase_len)
+            + music_best)
 
 
 def head_page_is_exact(rows: list[dict], limit: int, tail_best: float) -> bool:
@@ -392,10 +412,20 @@ def hydrate_sql(ids: list[int], tracks: str) -> str:
     WHERE t.id IN ({id_list})"""
 
 
-def reasons(row: dict, fields_matched: dict[str, list[str]]) -> list[str]:
-    """Why a hit matched, in words the UI can show as they are."""
+def page_tags_sql(ids: list[int], tracks: str) -> str:
+    """The auto-tags of a page of tracks, likeliest first, from where the tracks were read (`AUTO_TABLES`):
+    one equality probe per track, as `hydrate_sql` reads captions. Ids are ints (safe to inline)."""
+    probes = " UNION ALL ".join(f"SELECT track_id, tagger, tag, probability FROM {AUTO_TABLES[tracks]} "
+                                f"WHERE track_id = {int(i)}" for i in ids)
+    return f"SELECT * FROM ({probes}) ORDER BY track_id, probability DESC, tagger, tag"
+
+
+def reasons(row: dict, fields_matched: dict[str, list[str]], heard: list[str]) -> list[str]:
+    """Why a hit matched, in words the UI can show as they are; `heard`: what the analysis heard that the
+    query asked for (search/music.py)."""
     out = [f"the query names its {f} ({row.get(f) or ''})" for f in NAME_FIELDS if row.get(f"b_{f}")]
     out += [f"{f} contains {', '.join(words)}" for f, words in fields_matched.items()]
+    out += heard
     if row.get("semantic") is not None:
         out.append(f"caption meaning similarity {row['semantic']:.2f} (rank {int(row['srank'])})")
     if row.get("keyword") is not None:

@@ -1,6 +1,7 @@
 """The keyword snapshot after real scans (lite models, real audio files, the real DuckDB and FTS extension):
 rebuilt by the scan itself, so a word found only in a track's tags is matched by BM25 straight after it;
-and a rebuild that fails leaves the scan and the catalog whole, says why, and is retried by the next scan.
+and a rebuild that fails leaves the scan and the catalog whole, says why, and is retried by the next scan;
+auto-tags in the postings, weighted by their probability.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import random
 
 import duckdb
+import numpy as np
+import pytest
 
 from indexer.keywords import (
     TOKEN_IGNORE,
@@ -17,6 +20,8 @@ from indexer.keywords import (
     known_text,
     name_hash,
     norm_sql,
+    refresh_keywords,
+    snapshot_matches,
     split_words,
     strip_accents,
 )
@@ -153,3 +158,54 @@ def test_the_python_tokeniser_equals_duckdbs_on_text() -> None:
     assert split_words("Beyonce\u0301", keep_accents=True) == ["beyonce"]
     assert split_words("Beyoncé", keep_accents=True) == ["beyoncé"]
     assert split_words("new \U0001fae8 emoji \U00011f04") is None  # unassigned in Python 3.11's Unicode 14
+
+
+def _snapshot_rows(catalog: Catalog, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(keywords_path(catalog)), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_auto_tags_join_the_postings_weighted_by_probability(tmp_path) -> None:
+    """A tag's words (and model/describe.py's for it) are terms whose weight is proportional to the tag's
+    probability; they leave the BM25 documents, and so the weights of the texts' own words, as they were;
+    a tag of "no vocals" is found as "instrumental", never as "vocals"; a pending track's tags stay out."""
+    from sqlalchemy import update
+
+    from indexer.store import bump_generation, tracks
+    from tests.search_library import ANALYSIS, musicnn_embedding, track_row, write_analysis, write_tracks
+
+    def build(folder: str, heard: bool) -> Catalog:
+        catalog = Catalog(tmp_path / folder / "catalog.duckdb")
+        catalog.create()
+        texts = ["a calm piano piece", "a calm piano piece", "loud rock", "a quiet waltz"]
+        ids = write_tracks(catalog, [track_row(i) for i in range(4)], texts, np.zeros((4, 384), np.float32))
+        tags = [[("MTT_musicnn", "techno", 0.8), ("MTT_musicnn", "piano", 0.06)], [("MTT_musicnn", "techno", 0.1)],
+                [("MSD_musicnn", "Hip-Hop", 0.7), ("MTT_musicnn", "no vocals", 0.5), ("MSD_musicnn", "chillout", 0.4)],
+                [("MTT_musicnn", "sitar", 0.9)]]
+        with catalog.write() as conn:
+            for tid, heard_here in zip(ids, tags if heard else [[]] * 4, strict=True):
+                write_analysis(conn, tid, dict(bpm=100.0, analysis_version=ANALYSIS), heard_here, musicnn_embedding(tid))
+            conn.execute(update(tracks).where(tracks.c.id == ids[3]).values(status="pending"))
+            bump_generation(conn)
+        refresh_keywords(catalog)
+        return catalog
+
+    catalog, plain = build("heard", True), build("plain", False)
+    sql = "SELECT t.term, p.track_id, p.weight FROM kw_postings p JOIN kw_terms t USING (termid) ORDER BY ALL"
+    weights = {(term, tid): w for term, tid, w in _snapshot_rows(catalog, sql)}
+    text_only = {(term, tid): w for term, tid, w in _snapshot_rows(plain, sql)}
+    assert weights[("techno", 1)] == pytest.approx(8 * weights[("techno", 2)], rel=1e-6)
+    assert {k: weights[k] for k in text_only if k != ("piano", 1)} == \
+        {k: w for k, w in text_only.items() if k != ("piano", 1)}
+    assert weights[("piano", 1)] > text_only[("piano", 1)]  # the faint tag adds a little
+    words = {term for term, tid in weights if tid == 3}
+    assert {"hip", "hop", "instrument", "chillout", "mellow"} <= words
+    assert not {"vocal", "no"} & words
+    assert not any(term == "sitar" for term, _ in weights)  # the pending track's
+    assert _snapshot_rows(catalog, "SELECT DISTINCT track_id FROM kw_auto ORDER BY 1") == [(1,), (2,), (3,)]
+    dfs = dict(_snapshot_rows(catalog, "SELECT term, df FROM kw_terms"))
+    assert (dfs["techno"], dfs["piano"], dfs["calm"]) == (1, 2, 2)  # 0.8 + 0.1 tracks of techno: about one
+    assert snapshot_matches(catalog)

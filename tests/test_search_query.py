@@ -1,14 +1,18 @@
-"""The query parser: any input becomes bounded, normalised text and safe keyword terms, never an error."""
+"""The query parser: any input becomes bounded, normalised text and safe keyword terms, never an error; and
+what its words ask of tempo, key and vocals, with the key and filter values as the catalog spells them."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from search.music import MusicIntent
 from search.query import MAX_QUERY_CHARS, MAX_TERMS, parse_query
+from search.types import Filters, SearchError, parse_key, tonic_name
 
 SAFE_WORD = re.compile(r"^[^\W_]+$")
 
@@ -56,3 +60,47 @@ def test_parser_strips_syntax_but_keeps_words() -> None:
     assert parse_query("'\";--*()").words == ()
     assert parse_query(None).empty
     assert parse_query("東京 ナイト").words == ("東京", "ナイト")
+
+
+def test_parser_reads_what_the_words_ask_of_tempo_key_and_vocals() -> None:
+    cases = {
+        "fast techno": MusicIntent(tempo="fast"),
+        "slow sad piano": MusicIntent(tempo="slow"),
+        "mid-tempo funk": MusicIntent(tempo="mid-tempo"),
+        "medium tempo jazz": MusicIntent(tempo="mid-tempo"),
+        "120 bpm": MusicIntent(bpm=(114.0, 126.0)),
+        "house at around 120BPM": MusicIntent(bpm=(114.0, 126.0)),
+        "fast, 110-130 bpm": MusicIntent(bpm=(110.0, 130.0)),  # the number is the more exact
+        "minor": MusicIntent(mode="minor"),
+        "a sad piece in a minor key": MusicIntent(mode="minor"),
+        "A minor key": MusicIntent(mode="minor"),  # the article, capitalised
+        "strings in A minor": MusicIntent(tonic="A", mode="minor"),
+        "F# major": MusicIntent(tonic="F#", mode="major"),
+        "Bb minor ballad": MusicIntent(tonic="A#", mode="minor"),
+        "c sharp minor": MusicIntent(tonic="C#", mode="minor"),
+        "E flat major": MusicIntent(tonic="D#", mode="major"),
+        "a b minor piece": MusicIntent(tonic="B", mode="minor"),  # an accidental follows its letter
+        "instrumental": MusicIntent(vocals="instrumental"),
+        "rock with no vocals": MusicIntent(vocals="instrumental"),
+        "with vocals": MusicIntent(vocals="vocal"),
+        "Eb major at 90 bpm with vocals": MusicIntent(bpm=(85.5, 94.5), tonic="D#", mode="major", vocals="vocal"),
+        "calm piano": MusicIntent(),
+        "breakfast music 2020 bpm": MusicIntent(),  # no word "fast", no tempo a track has
+        "track 5 by Amy": MusicIntent(),
+    }
+    for text, intent in cases.items():
+        parsed = parse_query(text)
+        assert parsed.music == intent, text
+    assert parse_query("slow sad piano").words == ("slow", "sad", "piano")  # the words stay keywords
+
+
+def test_keys_and_filter_values_are_read_as_the_catalog_spells_them() -> None:
+    assert [parse_key(k) for k in ("A minor", "f# major", "Bb", "c sharp min", "Am", "E flat")] == \
+        [("A", "minor"), ("F#", "major"), ("A#", None), ("C#", "minor"), ("A", "minor"), ("D#", None)]
+    assert tonic_name(" g ") == "G"
+    for bad in ("H", "AM", "A minor", "", "C##"):
+        with pytest.raises(SearchError):
+            tonic_name(bad)
+    sql, params = Filters(tonic="Db", mode=" Minor", vocals="INSTRUMENTAL", bpm_min=90).sql()
+    assert params == {"f_bpm_min": 90.0, "f_tonic": "C#", "f_mode": "minor", "f_vocals": "instrumental"}
+    assert all(f"${name}" in sql for name in params)

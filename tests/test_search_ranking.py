@@ -15,10 +15,13 @@ from indexer.store import Catalog, bump_generation, captions, tags, tracks
 from search import Filters
 from search.query import parse_query
 from tests.search_library import (
+    ANALYSIS,
     FILTER_CASES,
     make_engine,
+    musicnn_embedding,
     save_text_index,
     track_row,
+    write_analysis,
     write_tracks,
 )
 
@@ -26,7 +29,8 @@ from tests.search_library import (
 def _ranking_inputs(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
                     analyzed: tuple[str, list[str]]) -> tuple:
     """What the engine passes the ranking SQL for a query, computed the way it does: (arguments of
-    `rank.search_sql` before `filters_sql`, the filters' SQL, parameters, allowed ids)."""
+    `rank.search_sql` before `filters_sql`, the filters' SQL, parameters (with, as `music`, what the query
+    asks of tempo, key and vocals), allowed ids)."""
     from search import rank
 
     parsed = parse_query(query)
@@ -45,7 +49,7 @@ def _ranking_inputs(engine, db, snapshot: dict | None, tracks: str, query: str, 
     keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
     ids, sims = ids[keep], sims[keep]
     params.update(sem_ids=ids.tolist(), sem_sims=sims.astype(float).tolist(), phrase_len=max(1, len(phrase)),
-                  limit=200, offset=0, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
+                  limit=200, offset=0, music=parsed.music, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
     return (termids, n_like, runs, genres), filter_sql, params, allowed
 
 
@@ -57,7 +61,8 @@ def _ranked(db, args: tuple, filter_sql: str, check_tracks: bool, tracks: str, a
 
     termids, n_like, _, _ = args
     _run_all(db, rank.keyword_sql(termids, n_like, filter_sql, check_tracks, tracks, allowed), params)
-    sql = rank.search_sql(*args, filter_sql, check_tracks, tracks, allowed, head_only=head_only)
+    sql = rank.search_sql(*args, filter_sql, check_tracks, tracks, allowed, head_only=head_only,
+                          music=params["music"])
     cur = db.execute(sql, _bound(sql, params))
     return [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
 
@@ -143,7 +148,7 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
                     db.register(ALLOWED_TABLE, {"id": allowed})
                 table = None if allowed is None else ALLOWED_TABLE
                 best = rank.max_tail_score(max(map(len, runs if n_like else [g for g, _ in genres]), default=0),
-                                           params["phrase_len"])
+                                           params["phrase_len"], params["music"].best_boost())
                 try:
                     for offset, limit in pages:
                         page = {**params, "offset": offset, "limit": limit}
@@ -223,11 +228,12 @@ def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedd
 
 def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, library, text_embedder,
                                                                      monkeypatch) -> None:
-    """After a scan's commits (tracks added, deleted, no longer done, re-indexed), the warm snapshot with
-    the changes copied answers every query, filtered or not, browsing too, exactly as reading the catalog
-    does (the way with more changes than DELTA_MAX); the text index still holds the tracks gone. Changes
-    the catalog way cannot see, as it finds changed tracks by their indexed_at (a move, a recaption), the
-    copy shows: the new names are searched, the new path and caption shown."""
+    """After a scan's commits (tracks added, deleted, no longer done, re-indexed and re-analysed), the warm
+    snapshot with the changes copied answers every query, filtered or not, browsing too, exactly as
+    reading the catalog does (the way with more changes than DELTA_MAX), auto-tags, tempo, key and vocals
+    included, explanations too; the text index still holds the tracks gone. Changes the catalog way cannot
+    see, as it finds changed tracks by their indexed_at (a move, a recaption, a re-analysis), the copy
+    shows: the new names and auto-tags are searched, the new path and caption shown."""
     from search import fts
 
     rows, vecs = library[1], library[2]
@@ -239,6 +245,14 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     new_ids = write_tracks(catalog, new, texts, new_vecs)
     deleted, pending, redone = rows[3], rows[4], rows[9]
     with catalog.write() as conn:
+        write_analysis(conn, new_ids[0], dict(bpm=131.0, tonic="E", mode="minor", vocals="instrumental",
+                                              auto_genre="ambient", analysis_version=ANALYSIS),
+                       [("MTT_musicnn", "sitar", 0.9), ("MSD_musicnn", "chillout", 0.5), ("MTT_musicnn", "techno", 0.2)],
+                       musicnn_embedding(100))
+        write_analysis(conn, redone["id"], dict(bpm=70.0, tonic="F#", mode="major", vocals="vocal",
+                                                auto_genre="rock", analysis_version=ANALYSIS),
+                       [("MTT_musicnn", "harpsichord", 0.8), ("MSD_musicnn", "female vocalists", 0.4)],
+                       musicnn_embedding(101))
         for table in (tags, captions):
             conn.execute(delete(table).where(table.c.track_id == deleted["id"]))
         conn.execute(delete(tracks).where(tracks.c.id == deleted["id"]))
@@ -248,8 +262,10 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
         bump_generation(conn)
     save_text_index(catalog, scratch, [r["id"] for r in rows] + new_ids, np.vstack([vecs, new_vecs]), "flat")
     requests = [(q, f) for q in ("slow sad strings", "xylophone nebula", "granite echo", "rock", deleted["title"],
-                                 pending["title"], "calm piano", "")
-                for f in (Filters(), Filters(genre="Rock"), Filters(min_duration=100))]
+                                 pending["title"], "calm piano", "", "sitar", "mellow harpsichord", "fast techno",
+                                 "instrumental in E minor", "slow female vocals")
+                for f in (Filters(), Filters(genre="Rock"), Filters(min_duration=100), Filters(bpm_min=100, mode="minor"),
+                          Filters(vocals="vocal", auto_genre="rock"))]
 
     def answers(engine) -> list[tuple]:
         out = []
@@ -269,15 +285,21 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     assert answers(cold) == found
     with cold.reader().lock:
         assert cold.reader().current() is None
-    hits = {(q, f.genre, f.min_duration): [h[0] for h in r[2]] for (q, f), r in zip(requests, found, strict=True)}
-    assert hits[("xylophone nebula", None, None)][0] == new_ids[0]
-    assert hits[("granite echo", None, None)][0] == redone["id"]
-    assert redone["id"] in hits[("rock", "Rock", None)]
+    hits = {(q, f): [h[0] for h in r[2]] for (q, f), r in zip(requests, found, strict=True)}
+    assert hits[("xylophone nebula", Filters())][0] == new_ids[0]
+    assert hits[("granite echo", Filters())][0] == redone["id"]
+    assert redone["id"] in hits[("rock", Filters(genre="Rock"))]
+    assert hits[("sitar", Filters())][0] == new_ids[0]  # a word only its auto-tags hold
+    assert hits[("mellow harpsichord", Filters(vocals="vocal", auto_genre="rock"))][0] == redone["id"]
+    sitar = found[requests.index(("sitar", Filters()))][2][0]
+    assert 'auto-tag "sitar" (MTT_musicnn 0.90)' in sitar[5]
     gone = {deleted["id"], pending["id"]}
     assert not gone & {i for ids in hits.values() for i in ids}
 
-    moved, recaptioned = rows[8], rows[10]
-    with catalog.write() as conn:  # a move and a recaption: neither changes indexed_at
+    moved, recaptioned, reanalysed = rows[8], rows[10], rows[12]
+    with catalog.write() as conn:  # a move, a recaption and a re-analysis: none changes indexed_at
+        write_analysis(conn, reanalysed["id"], dict(bpm=99.0, analysis_version="a-next"),
+                       [("MTT_musicnn", "flute", 0.9)], musicnn_embedding(102))
         conn.execute(update(tracks).where(tracks.c.id == moved["id"])
                      .values(path="/music/moved/Basalt Comet.flac", root="/music/moved", title="Basalt Comet"))
         conn.execute(update(captions).where(captions.c.track_id == recaptioned["id"])
@@ -290,3 +312,6 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     assert moved["id"] not in [h.track_id for h in warm.search(moved["title"]).hits[:1]]
     hit = warm.search("theremin tape hiss").hits[0]
     assert (hit.track_id, hit.caption) == (recaptioned["id"], "A lone theremin hums over tape hiss.")
+    hit = warm.search("flute", filters=Filters(bpm_max=100)).hits[0]
+    assert (hit.track_id, hit.bpm) == (reanalysed["id"], 99.0)
+    assert 'auto-tag "flute" (MTT_musicnn 0.90)' in hit.reasons

@@ -3,12 +3,18 @@
 The catalog is built once per session: a few short FLAC files synthesised here and tagged with mutagen
 (one with a hostile title), plus one corrupt file, scanned by `python -m indexer scan` with the lite
 profile and a fresh adapter. The chat uses greedy decoding and short answers through the `[ui]` table.
+What the taggers hear is tested on a copy of it (`analysed`) where the real writer stores an analysis
+with known numbers for one track and another track has none, as after the schema 3 migration.
 """
 
 from __future__ import annotations
 
+import html
+import io
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,12 +23,21 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from mutagen.flac import FLAC
+from sqlalchemy import delete, select, update
 from streamlit.testing.v1 import AppTest
 
+from indexer.store import ANALYSIS_COLUMNS, Catalog, analyses, auto_tags, tracks
+from indexer.vectors import IndexSet
+from indexer.writer import Batch, ScanLock, Writer
+from model.analysis import TrackAnalysis
+from model.musicnn import load_config
 from model.settings import load_settings
-from search import SearchEngine
+from search import Filters, SearchEngine
+from search.analysis import analysis_summaries, track_analysis
 from tests.harness import lite_variant
 from ui.render import md_escape
 
@@ -133,7 +148,7 @@ def test_search_shows_cards_with_players_and_highlights(app: AppTest) -> None:
     assert "Thunder <mark>Drums</mark>" in page
     assert "Beat Unit · Loud · 2015 · Rock · 0:06 · FLAC" in page
     assert len(at.get("audio")) >= 1  # players read through ui.serve
-    assert any("tracks match" in m.value for m in at.markdown)
+    assert any("matches your words" in m.value for m in at.markdown)
     assert at.get("download_button"), "the result list can be exported as M3U"
 
 
@@ -245,3 +260,192 @@ def test_oversized_clip_is_refused(catalog: dict, monkeypatch: pytest.MonkeyPatc
     at.file_uploader(key="clip").set_value(("big.wav", b"RIFF" + b"\0" * (2**20 + 1), "audio/wav")).run()
     assert any("the limit is 1 MB" in e.value for e in at.error)
     assert not at.get("html") or not any('class="ml-card"' in h.value for h in at.get("html"))
+
+
+# The analysis the `analysed` catalog stores for "Thunder Drums": four patches, twelve tags clearly heard
+# (electronic by both taggers), every other tag below 0.05.
+PATCH_SECONDS = [0.0, 2.992, 5.984, 8.976]
+HEARD = {("MTT_musicnn", "techno"): [0.7, 0.8, 0.85, 0.9], ("MTT_musicnn", "drums"): [0.95, 0.85, 0.75, 0.65],
+         ("MSD_musicnn", "electronic"): [0.6, 0.65, 0.7, 0.77], ("MTT_musicnn", "no vocals"): [0.6] * 4,
+         ("MTT_musicnn", "electronic"): [0.5, 0.55, 0.6, 0.65], ("MTT_musicnn", "fast"): [0.55] * 4,
+         ("MTT_musicnn", "synth"): [0.5] * 4, ("MSD_musicnn", "dance"): [0.3, 0.4, 0.5, 0.6],
+         ("MTT_musicnn", "beat"): [0.4] * 4, ("MSD_musicnn", "House"): [0.35] * 4, ("MSD_musicnn", "party"): [0.3] * 4,
+         ("MTT_musicnn", "loud"): [0.25] * 4}
+HEATMAP_ROWS = ["techno", "drums", "electronic (MSD)", "no vocals", "electronic (MTT)", "fast", "synth", "dance",
+                "beat", "House", "party", "loud"]  # by mean probability, most heard first
+
+
+def _known_analysis() -> TrackAnalysis:
+    taggers = ["MTT_musicnn", "MSD_musicnn"]
+    columns = [(t, label) for t in taggers for label in load_config(t).labels]
+    matrix = np.tile(np.linspace(0.0, 0.04, len(columns), dtype=np.float32), (len(PATCH_SECONDS), 1))
+    for pair, values in HEARD.items():
+        matrix[:, columns.index(pair)] = values
+    return TrackAnalysis.from_matrix(taggers, matrix.astype(np.float16), PATCH_SECONDS, np.zeros(400, np.float32),
+                                     bpm=128.0, key="A", mode="minor", version="test-analysis")
+
+
+@pytest.fixture(scope="module")
+def analysed(catalog: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A copy of the session catalog: "Thunder Drums" re-analysed through the real writer with known numbers,
+    "Calm Piano Morning" with no analysis at all; the other tracks keep what the scan heard."""
+    data = tmp_path_factory.mktemp("ui-analysed") / "data"
+    shutil.copytree(catalog["data"], data, ignore=shutil.ignore_patterns("scan.lock", "*.log"))
+    db = Catalog(data / "catalog.duckdb")
+    with db.read() as conn:
+        ids = dict(conn.execute(select(tracks.c.title, tracks.c.id)).all())
+    drums, piano = ids["Thunder Drums"], ids["Calm Piano Morning"]
+    with db.write() as conn:  # as a track indexed before the schema had analyses
+        conn.execute(update(tracks).where(tracks.c.id == piano).values({name: None for name in ANALYSIS_COLUMNS}))
+        for table in (auto_tags, analyses):
+            conn.execute(delete(table).where(table.c.track_id == piano))
+    with ScanLock(data):
+        indexes = IndexSet(db, data)
+        indexes.open()
+        writer = Writer(db, indexes)
+        writer.commit(Batch(reanalyses=[(drums, _known_analysis())]))
+        writer.close()
+    env = {**catalog["env"], "MUSILINGO_DATA_DIR": str(data), "MUSILINGO_CONFIG": str(data / "config.toml")}
+    return {"data": data, "env": env, "catalog": db, "drums": drums, "piano": piano}
+
+
+@pytest.fixture()
+def analysed_app(analysed: dict, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    for key, value in analysed["env"].items():
+        monkeypatch.setenv(key, value)
+    return AppTest.from_file(APP, default_timeout=180).run()
+
+
+def _cards(at: AppTest) -> dict[str, str]:
+    """Each result card's HTML (highlighting removed) by its title."""
+    found = {}
+    for el in at.get("html"):
+        if 'class="ml-card"' in el.value:
+            card = re.sub(r"</?mark>", "", el.value)
+            found[html.unescape(re.search(r'class="ml-title">(.*?)</div>', card).group(1))] = card
+    return found
+
+
+def _charts(at: AppTest) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """The Vega-Lite charts on the page by mark type: the spec and the data the browser is sent."""
+    charts = {}
+    for el in at.get("vega_lite_chart"):
+        spec = json.loads(el.proto.spec)
+        (dataset,) = el.proto.datasets
+        frame = pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas()
+        charts[spec["mark"]["type"]] = (spec, frame)
+    return charts
+
+
+def test_analysis_reader_returns_what_was_stored(analysed: dict) -> None:
+    stored = _known_analysis()
+    view = track_analysis(analysed["catalog"], analysed["drums"])
+    assert (view.bpm, view.key, view.vocals, view.auto_genre) == (128.0, "A minor", "instrumental", "techno")
+    assert view.patch_seconds == PATCH_SECONDS
+    assert view.probabilities.shape == (4, 100) and view.probabilities.dtype == np.float32
+    assert np.array_equal(view.probabilities, stored.matrix().astype(np.float32))
+    assert view.labels[0] == ("MTT_musicnn", load_config("MTT_musicnn").labels[0])
+    assert view.labels[50] == ("MSD_musicnn", load_config("MSD_musicnn").labels[0])
+    assert [tag for _, tag, _ in view.top_tags(3)] == ["techno", "drums", "electronic"]
+    assert min(p for tags in view.tags.values() for p in tags.values()) >= 0.05  # auto_tags rows only
+    assert track_analysis(analysed["catalog"], analysed["piano"]) is None
+    assert track_analysis(analysed["catalog"], 999_999) is None
+    summaries = analysis_summaries(analysed["catalog"], [analysed["drums"], analysed["piano"], 999_999])
+    assert list(summaries) == [analysed["drums"]] and summaries[analysed["drums"]].tags == view.tags
+    for tid in set(analysis_summaries(analysed["catalog"], range(1, 10))) - {analysed["drums"]}:
+        scanned = track_analysis(analysed["catalog"], tid)  # what the real scan stored reads back whole
+        assert scanned.probabilities.shape == (len(scanned.patch_seconds), 100)
+
+
+def test_cards_show_tempo_key_and_tags_only_for_analysed_tracks(analysed_app: AppTest) -> None:
+    at = _search(analysed_app, "drums piano")
+    assert not at.exception
+    cards = _cards(at)
+    drums, piano = cards["Thunder Drums"], cards["Calm Piano Morning"]
+    assert '<span class="ml-facts">128 BPM · A minor · instrumental</span>' in drums
+    chips = re.findall(r'<span class="ml-chip ml-tag">(.*?)</span>', drums)
+    assert chips == ["techno 0.81", "drums 0.80", "electronic 0.68", "synth 0.50", "party 0.30"]
+    assert "ml-sound" not in piano and "ml-tag" not in piano, piano
+
+
+def test_track_page_charts_come_from_the_stored_analysis(analysed_app: AppTest, analysed: dict) -> None:
+    analysed_app.query_params["track"] = str(analysed["drums"])
+    at = analysed_app.run()
+    assert not at.exception
+    hero = next(h.value for h in at.get("html") if "ml-hero" in h.value)
+    assert "128 BPM · A minor · instrumental" in hero and "techno 0.81" in hero
+    charts = _charts(at)
+    spec, bars = charts["bar"]
+    assert list(bars["tag"]) == HEATMAP_ROWS  # the twelve most probable tags of both taggers
+    assert list(bars["tagger"][:3]) == ["MTT", "MTT", "MSD"]
+    assert spec["encoding"]["y"]["sort"] == HEATMAP_ROWS and spec["encoding"]["x"]["scale"]["domain"] == [0, 1]
+    spec, heat = charts["rect"]
+    assert spec["encoding"]["y"]["sort"] == HEATMAP_ROWS
+    assert len(heat) == 12 * 4 and sorted(set(heat["start"])) == [0.0, 2.99, 5.98, 8.98]
+    techno = heat[heat["tag"] == "techno"].sort_values("start")["probability"]
+    assert np.allclose(techno, np.float16([0.7, 0.8, 0.85, 0.9]), atol=1e-6)  # the stored fp16, patch by patch
+    dance = heat[heat["tag"] == "dance"].sort_values("start")["probability"]
+    assert np.allclose(dance, np.float16([0.3, 0.4, 0.5, 0.6]), atol=1e-6)
+    assert any("Sounds like **techno**" in c.value for c in at.caption)
+    details = next(df.value for df in at.dataframe if "tag" in df.value.columns)
+    assert list(details["tag"][:4]) == ["title", "artist", "album", "genre"]  # friendly names, usual ones first
+
+
+def test_track_page_without_analysis_shows_none(analysed_app: AppTest, analysed: dict) -> None:
+    analysed_app.query_params["track"] = str(analysed["piano"])
+    at = analysed_app.run()
+    assert not at.exception
+    assert not at.get("vega_lite_chart")
+    assert any("Not analysed yet" in c.value for c in at.caption)
+    assert "ml-sound" not in next(h.value for h in at.get("html") if "ml-hero" in h.value)
+
+
+def test_header_counts_the_tracks_that_match(analysed_app: AppTest) -> None:
+    """Not the engine's total (every caption close enough in meaning): the tracks that match the words."""
+    at = _search(analysed_app, "drums piano")
+    hits = SearchEngine(load_settings()).search("drums piano").hits  # the app's catalog, through the env
+    by_words = {h.title for h in hits if h.keyword}
+    assert {"Thunder Drums", "Calm Piano Morning"} <= by_words
+    header = next(m.value for m in at.markdown if "your words" in m.value)
+    assert header.startswith(f"**{len(by_words)} tracks** match your words")
+    assert header.endswith("close in meaning") == (len(hits) > len(by_words))
+    assert len(_cards(at)) == len(hits)
+    assert sum('class="ml-chip">words' in card for card in _cards(at).values()) == len(by_words)
+    at = _search(at, "")
+    at = at.sidebar.selectbox(key="f_artist").set_value("Beat Unit").run()
+    header = next(m.value for m in at.markdown if "match the filters" in m.value)
+    assert header == "**2 tracks** match the filters · showing 2"
+
+
+@pytest.mark.parametrize("widgets", [
+    {"f_bpm": (125.0, 130.0)}, {"f_tonic": "A", "f_mode": "minor"}, {"f_vocals": "instrumental"},
+    {"f_auto_genre": "techno"}], ids=["bpm", "key", "vocals", "genre"])
+def test_sound_filters_reach_the_engine(analysed_app: AppTest, widgets: dict) -> None:
+    """Each widget narrows the list to what the engine returns for the same Filters; the track never
+    analysed passes none of them."""
+    at = analysed_app
+    for key, value in widgets.items():
+        widget = at.sidebar.slider(key=key) if key == "f_bpm" else at.sidebar.selectbox(key=key)
+        at = widget.set_value(value).run()
+    assert not at.exception
+    names = {"f_bpm": ("bpm_min", "bpm_max"), "f_tonic": "tonic", "f_mode": "mode", "f_vocals": "vocals",
+             "f_auto_genre": "auto_genre"}
+    filters = {}
+    for key, value in widgets.items():
+        filters.update(zip(names[key], value, strict=True) if key == "f_bpm" else {names[key]: value})
+    expected = {h.title for h in SearchEngine(load_settings()).search("", Filters(**filters)).hits}
+    assert "Thunder Drums" in expected and "Calm Piano Morning" not in expected
+    assert set(_cards(at)) == expected
+    assert any(f"**{len(expected)} track" in m.value and "match the filters" in m.value for m in at.markdown)
+
+
+def test_sound_filter_choices_come_from_the_catalog(analysed_app: AppTest, analysed: dict) -> None:
+    with analysed["catalog"].read() as conn:
+        rows = conn.execute(select(tracks.c.tonic, tracks.c.mode, tracks.c.vocals, tracks.c.auto_genre, tracks.c.bpm)
+                            .where(tracks.c.analysis_version.is_not(None))).all()
+    sidebar = analysed_app.sidebar
+    assert set(sidebar.selectbox(key="f_tonic").options) == {r.tonic for r in rows}
+    assert set(sidebar.selectbox(key="f_auto_genre").options) == {r.auto_genre for r in rows if r.auto_genre}
+    assert "instrumental" in sidebar.selectbox(key="f_vocals").options
+    bpm = sidebar.slider(key="f_bpm")
+    assert bpm.min <= min(r.bpm for r in rows) < max(r.bpm for r in rows) <= bpm.max

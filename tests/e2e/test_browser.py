@@ -2,7 +2,8 @@
 
 Playwright's `launch` gives each run a fresh temporary profile (user-data-dir), so nothing leaks between runs.
 
-Type a query, see results, open a track, ask a question, get an answer; hostile tags must render as text.
+Type a query, see results with what the taggers heard, open a track and see its tag charts, ask a question,
+get an answer; hostile tags must render as text.
 Screenshots go to the pytest tmp dir and, when UI_SCREENSHOT_DIR is set, there too.
 """
 
@@ -90,6 +91,7 @@ def test_search_open_track_and_chat(server: str, tmp_path: Path) -> None:
         box.press("Enter")
         page.locator(".ml-card .ml-title", has_text="Thunder Drums").wait_for()
         page.locator("audio").first.wait_for(state="attached")  # Streamlit draws the player after the title
+        assert "BPM" in page.locator(".ml-card .ml-facts").first.inner_text()  # the scan analysed every track
         _screenshot(page, tmp_path, "search.png")
 
         box.fill("hostile script")
@@ -104,6 +106,9 @@ def test_search_open_track_and_chat(server: str, tmp_path: Path) -> None:
         page.locator(".ml-card .ml-title", has_text="Calm Piano Morning").wait_for()
         page.get_by_role("button", name="Open ›").first.click()
         page.locator(".ml-hero").wait_for()
+        charts = page.locator('[data-testid="stVegaLiteChart"]')  # top tags and tags over time
+        charts.nth(1).locator("canvas, svg").first.wait_for()
+        assert charts.count() == 2 and "BPM" in page.locator(".ml-hero .ml-facts").inner_text()
         chat = page.get_by_placeholder("Ask about the mood, instruments, tempo…")
         chat.fill("What instruments can you hear?")
         chat.press("Enter")

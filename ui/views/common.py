@@ -15,10 +15,12 @@ import streamlit as st
 
 from model.config import Profile, load_profile
 from model.settings import Settings, load_settings
+from search.analysis import AnalysisSummary, analysis_summaries
 from search.engine import SearchEngine
 from search.types import Filters, Hit, SearchResult
 from ui.render import fmt_duration, html_text
 from ui.serve import ForbiddenPath, read_audio
+from ui.sound import sound_html
 
 if TYPE_CHECKING:
     from model.musilingo import MusiLingo
@@ -30,6 +32,9 @@ CSS = """<style>
 .ml-card .ml-why {margin-top: .35rem; font-size: .8rem; opacity: .7;}
 .ml-card .ml-chip {display: inline-block; padding: 0 .45rem; margin-right: .3rem; border-radius: .6rem;
   background: rgba(255, 75, 75, .16); font-size: .75rem;}
+.ml-card .ml-sound {margin-top: .4rem; font-size: .85rem;}
+.ml-card .ml-facts {font-weight: 600; margin-right: .5rem;}
+.ml-card .ml-tag {background: rgba(28, 131, 225, .16);}
 .ml-card mark {background: rgba(255, 196, 0, .35); color: inherit; border-radius: .2rem; padding: 0 .1rem;}
 .ml-hero .ml-title {font-size: 1.9rem; font-weight: 700;}
 .ml-hero .ml-meta {font-size: 1.02rem; opacity: .8;}
@@ -183,22 +188,25 @@ def why_line(hit: Hit) -> str:
     return "".join(chips) + reasons
 
 
-def card_html(hit: Hit) -> str:
+def card_html(hit: Hit, sound: AnalysisSummary | None = None) -> str:
     """A result card; every piece of catalog text is escaped by html_text before it is placed in markup,
-    and each field highlights the words the engine found in that field."""
+    and each field highlights the words the engine found in that field. `sound` adds what the taggers
+    heard (tempo, key, tag chips) for an analysed track."""
     words = hit.matched_fields
     title = html_text(hit.title or os.path.basename(hit.path), words.get("title", ()))
     return (f'<div class="ml-card"><div class="ml-title">{title}</div>'
             f'<div class="ml-meta">{meta_line(hit)}</div>'
             f'<div class="ml-caption">{html_text(hit.caption, words.get("caption", ()))}</div>'
-            f'<div class="ml-why">{why_line(hit)}</div></div>')
+            f'{sound_html(sound)}<div class="ml-why">{why_line(hit)}</div></div>')
 
 
 def result_cards(ctx: AppContext, hits: list[Hit], prefix: str) -> None:
     """Each hit as a bordered card with its player and a button that opens the track page."""
+    assert ctx.engine is not None
+    sounds = analysis_summaries(ctx.engine.catalog, [h.track_id for h in hits])  # one read for the page
     for hit in hits:
         with st.container(border=True):
-            st.html(card_html(hit))
+            st.html(card_html(hit, sounds.get(hit.track_id)))
             left, right = st.columns([5, 1], vertical_alignment="center")
             with left:
                 player(ctx, hit.path)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from search.types import Hit, SearchError
+from search.types import Hit, SearchError, SearchResult
 from ui.playlist import to_m3u
 from ui.render import md_escape
+from ui.sound import VOCALS_SHOWN
 from ui.views.common import AppContext, keep, remember, result_cards, run_search
 
 UPLOAD_TYPES = ["mp3", "flac", "ogg", "opus", "wav", "m4a", "aac", "aiff", "webm"]
@@ -30,14 +33,36 @@ def _range_slider(label: str, key: str, bounds: tuple[float, float] | None, step
     return None if tuple(value) == (lo, hi) else tuple(value)
 
 
-def _choice(label: str, key: str, options: list[str]) -> str | None:
+def _choice(label: str, key: str, options: list[str], shown: Callable[[str], str] = str) -> str | None:
     """A single-value filter ("Any" when empty); a value that vanished from the catalog is dropped."""
     if not options:
         return None
     keep(key, None)
     if st.session_state[key] not in options:
         st.session_state[key] = None
-    return st.selectbox(label, options, index=None, placeholder="Any", key=key, on_change=remember, args=(key,))
+    return st.selectbox(label, options, index=None, placeholder="Any", key=key, on_change=remember, args=(key,),
+                        format_func=shown)
+
+
+def _sound_filters(facets: dict) -> dict[str, Any]:
+    """Filters on what the taggers heard: tempo, key, vocals, genre. Their values are those the catalog
+    holds (tracks not analysed yet have none, and pass none of these filters)."""
+    filters: dict[str, Any] = {}
+    bpms = facets.get("bpm_range")
+    span = _range_slider("Tempo (BPM)", "f_bpm",
+                         (float(math.floor(bpms[0])), float(math.ceil(bpms[1]))) if bpms else None, 1.0, "%d BPM")
+    if span:
+        filters.update(bpm_min=span[0], bpm_max=span[1])
+    counts = facets.get("counts", {})
+    tonic_col, mode_col = st.columns(2)
+    with tonic_col:
+        filters["tonic"] = _choice("Key", "f_tonic", list(counts.get("tonic", {})))
+    with mode_col:
+        filters["mode"] = _choice("Mode", "f_mode", list(counts.get("mode", {})))
+    filters["vocals"] = _choice("Vocals", "f_vocals", list(counts.get("vocals", {})),
+                                 lambda v: VOCALS_SHOWN.get(v, v))
+    filters["auto_genre"] = _choice("Sounds like", "f_auto_genre", list(counts.get("auto_genre", {})))
+    return {name: value for name, value in filters.items() if value is not None}
 
 
 def sidebar_filters(ctx: AppContext) -> dict[str, Any]:
@@ -66,7 +91,33 @@ def sidebar_filters(ctx: AppContext) -> dict[str, Any]:
         value = _choice("Library root", "f_root", roots) if len(roots) > 1 else None
         if value:
             filters["root"] = value
+        st.caption("What the taggers hear")
+        filters.update(_sound_filters(facets))
     return filters
+
+
+def _tracks(n: int) -> str:
+    return f"{n} track" if n == 1 else f"{n} tracks"
+
+
+def result_header(result: SearchResult, query: str) -> str:
+    """How many tracks match, said only as far as it is known.
+
+    Without a query the total is the filtered library. With one it counts every track either ranking
+    found, and the meaning ranking takes every caption within a cosine threshold (on a library of similar
+    captions, all of them): so the header counts the tracks that match the words, when the whole list is
+    on the page, and otherwise says what the total is.
+    """
+    shown = len(result.hits)
+    if not query:
+        return f"**{_tracks(result.total)}** match the filters · showing {shown}"
+    if shown < result.total:
+        return f"The best {shown} of {_tracks(result.total)} found by words or meaning"
+    words = sum(1 for hit in result.hits if hit.keyword)
+    if not words:
+        return f"No track matches your words · **{_tracks(shown)}** close in meaning"
+    head = f"**{_tracks(words)}** match{'es' if words == 1 else ''} your words"
+    return head + (f" · {shown - words} more close in meaning" if shown > words else "")
 
 
 def _export(hits: list[Hit], name: str, key: str) -> None:
@@ -133,7 +184,7 @@ def render(ctx: AppContext) -> None:
         st.warning("No tracks match. Try other words or wider filters.")
         return
     head, export = st.columns([3, 1], vertical_alignment="center")
-    head.markdown(f"**{result.total}** tracks match · showing {len(result.hits)}")
+    head.markdown(result_header(result, query.strip()))
     with export:
         _export(result.hits, "search.m3u", "export-search")
     result_cards(ctx, result.hits, "hit")
