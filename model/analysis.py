@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from model.describe import Description, describe
 from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, log_mel, patch_starts, patches
@@ -120,9 +122,11 @@ class Analyzer:
                  max_patches: int = MAX_PATCHES, patch_batch: int | None = None):
         self.device = device
         self.max_patches = max_patches
-        # On a CPU one patch per forward is fastest (4 at a time cost 1.6x per patch: the front-end's maps
-        # leave the cache); a GPU wants all of them at once.
+        # On a CPU one patch per forward on one OpenMP thread is fastest (bench/bench_tagger.py: 4 patches
+        # per forward cost 1.2x per patch, 40 cost 2x, the front-end's maps leave the cache; two threads
+        # were 5x slower on this 2-core box, and the scan decodes on the other core); a GPU wants all at once.
         self.patch_batch = patch_batch or (1 if device == "cpu" else 256)
+        self._threads = ThreadpoolController().select(user_api="openmp") if device == "cpu" else None
         self.models = {name: Musicnn.from_pretrained(name, cache_dir).to(device) for name in taggers}
         self.version = analysis_version(taggers, max_patches)
 
@@ -137,7 +141,7 @@ class Analyzer:
         batch = np.concatenate([patches(s, self.max_patches) for s in spectra])
         bounds = np.cumsum([0] + [len(st) for st in starts])
         outputs = {}
-        with torch.inference_mode():
+        with torch.inference_mode(), (self._threads.limit(limits=1) if self._threads else nullcontext()):
             for name, model in self.models.items():
                 probs, embeds = [], []
                 for start in range(0, len(batch), self.patch_batch):
