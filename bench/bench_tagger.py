@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in analyzer.models.items():
             model.tag(every[:2])  # warm up
             for size in (1, 4, len(every)):
-                rows[f"{name}, {size} patches per forward"] = best(
+                rows[f"{name}, {size} patch{'es' if size > 1 else ''} per forward"] = best(
                     lambda m=model, n=size: [m.tag(every[i:i + n]) for i in range(0, len(every), n)],
                     args.repeats) * per_min
         rows["tempo + key"] = best(lambda: (estimate_tempo(wave, SAMPLE_RATE), estimate_key(wave, SAMPLE_RATE)),
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for stage, seconds in rows.items():
             ratio = ""
             if "per forward" in stage:
-                ratio = f"{seconds / rows[stage.split(',')[0] + ', 1 patches per forward']:.2f}"
+                ratio = f"{seconds / rows[stage.split(',')[0] + ', 1 patch per forward']:.2f}"
             print(f"| {threads} | {stage} | {seconds:.3f} | {60 / seconds:.0f} | {ratio} |", flush=True)
     return 0
 

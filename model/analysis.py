@@ -13,6 +13,7 @@ import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from model.describe import Description, describe
+from model.describe import HEAD_TAGGER, Description, describe
+from model.instrument_head import WEIGHTS as HEAD_WEIGHTS
+from model.instrument_head import InstrumentHead
 from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, log_mel, patch_starts, patches
 from model.tempo_key import TEMPO_KEY_VERSION, estimate_key, estimate_tempo
 
@@ -31,8 +34,16 @@ ANALYSIS_REVISION = 1  # bump when this module changes what it computes
 
 def analysis_version(taggers: tuple[str, ...] = TAGGERS, max_patches: int = MAX_PATCHES) -> str:
     """A short stable id of what produced an analysis; a catalog re-analyses tracks stored under another."""
-    payload = f"{ANALYSIS_REVISION}|{','.join(taggers)}|{max_patches}|{TEMPO_KEY_VERSION}|{musicnn_version()}"
+    head = instrument_head()
+    payload = (f"{ANALYSIS_REVISION}|{','.join(taggers)}|{max_patches}|{TEMPO_KEY_VERSION}|{musicnn_version()}|"
+               f"{head.revision if head else 'no head'}")
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+@cache
+def instrument_head() -> InstrumentHead | None:
+    """The shipped instrument-family head (model/instrument_head.py), or None where its weights are absent."""
+    return InstrumentHead.from_file() if HEAD_WEIGHTS.is_file() else None
 
 
 def musicnn_version() -> str:
@@ -63,7 +74,12 @@ class TrackAnalysis:
         return {label: float(p) for label, p in zip(self.labels[tagger], mean, strict=True)}
 
     def all_tags(self) -> dict[str, dict[str, float]]:
-        return {tagger: self.tags(tagger) for tagger in self.probabilities}
+        """Each tagger's {tag: probability}, and the instrument head's {family: probability} under HEAD_TAGGER."""
+        tags = {tagger: self.tags(tagger) for tagger in self.probabilities}
+        head = instrument_head()
+        if head is not None and self.embedding.size:
+            tags[HEAD_TAGGER] = head.probabilities(self.embedding)
+        return tags
 
     def describe(self) -> Description:
         """The analysis in words (model/describe.py): the caption of the `analysis` caption source, the chat context."""
@@ -122,9 +138,10 @@ class Analyzer:
                  max_patches: int = MAX_PATCHES, patch_batch: int | None = None):
         self.device = device
         self.max_patches = max_patches
-        # On a CPU one patch per forward on one OpenMP thread is fastest (bench/bench_tagger.py: 4 patches
-        # per forward cost 1.2x per patch, 40 cost 2x, the front-end's maps leave the cache; two threads
-        # were 5x slower on this 2-core box, and the scan decodes on the other core); a GPU wants all at once.
+        # On a CPU one patch per forward is fastest (bench/bench_tagger.py: 4 or 40 per forward cost 1.4-2.5x
+        # per patch, the front-end's maps leave the cache), on one OpenMP thread (a second ranged from 1.7x
+        # faster to 5x slower on a shared 2-core box, and a scan decodes on the other core); a GPU wants
+        # all patches at once.
         self.patch_batch = patch_batch or (1 if device == "cpu" else 256)
         self._threads = ThreadpoolController().select(user_api="openmp") if device == "cpu" else None
         self.models = {name: Musicnn.from_pretrained(name, cache_dir).to(device) for name in taggers}

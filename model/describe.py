@@ -67,10 +67,15 @@ VOCAL = {"MTT_musicnn": ("vocal", "vocals", "singing", "female", "male", "woman"
          "MSD_musicnn": ("female vocalists", "male vocalists", "female vocalist")}
 INSTRUMENTAL = {"MTT_musicnn": ("no vocals", "no vocal", "no voice"), "MSD_musicnn": ("instrumental",)}
 
-DESCRIBE_REVISION = 1  # bump when what a description says changes: captions written from it are redone
+DESCRIBE_REVISION = 2  # bump when what a description says changes: captions written from it are redone
+
+HEAD_TAGGER = "instrument_head"  # the family classifier on the taggers' embedding (model/instrument_head.py)
+# musicnn's instrument words by family, so a confident family from the head drops the words it contradicts
+FAMILY_OF = {"piano": "piano", "harpsichord": "piano", "guitar": "guitar", "sitar": "guitar", "strings": "strings",
+             "violin": "strings", "cello": "strings", "harp": "strings", "flute": "woodwind", "synth": "synth"}
 
 # The probability a word needs to be said. Chosen by measurement (bench/bench_analysis.py, docs/benchmarks.md).
-THRESHOLDS = {"instrument": 0.3, "genre": 0.3, "mood": 0.3, "vocal": 0.4, "instrumental": 0.3}
+THRESHOLDS = {"instrument": 0.3, "genre": 0.3, "mood": 0.3, "vocal": 0.4, "instrumental": 0.3, "family": 0.6}
 MAX_WORDS = {"instrument": 3, "genre": 2, "mood": 1}
 SLOW_BELOW, FAST_ABOVE = 85.0, 125.0
 
@@ -157,5 +162,19 @@ def describe(tags: Tags, bpm: float | None = None, tonic: str | None = None, mod
         vocals = "vocal"
     elif instrumental >= THRESHOLDS["instrumental"] and instrumental > vocal:
         vocals = "instrumental"
-    return Description(_heard(tags, INSTRUMENTS, "instrument"), _heard(tags, GENRES, "genre"),
-                       _heard(tags, MOODS, "mood"), vocals, bpm or None, tonic, mode)
+    return Description(_instruments(tags), _heard(tags, GENRES, "genre"), _heard(tags, MOODS, "mood"), vocals,
+                       bpm or None, tonic, mode)
+
+
+def _instruments(tags: Tags) -> list[tuple[str, float]]:
+    """musicnn's instrument words; when the head is sure of the lead family, that family first and only the
+    words that agree with it (drums and other words of no family stay)."""
+    heard = _heard(tags, INSTRUMENTS, "instrument")
+    families = tags.get(HEAD_TAGGER, {})
+    if not families:
+        return heard
+    family, p = max(families.items(), key=lambda fp: fp[1])
+    if p < THRESHOLDS["family"]:
+        return heard
+    agree = [(w, q) for w, q in heard if FAMILY_OF.get(w, family) == family and w != family]
+    return ([(family, p)] + agree)[:MAX_WORDS["instrument"]]

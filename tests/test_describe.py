@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.describe import THRESHOLDS, describe, tempo_word
+from model.describe import HEAD_TAGGER, THRESHOLDS, describe, tempo_word
 from model.prompt import get_template, text_after_audio
 
 TECHNO = {"MTT_musicnn": {"techno": 0.74, "electronic": 0.46, "fast": 0.42, "synth": 0.35, "drums": 0.31,
@@ -47,3 +47,13 @@ def test_chat_context_names_top_tags_tempo_and_key_once_before_the_first_questio
     later = text_after_audio(template, "And the key?", [("What is the tempo?", "About 140 BPM.")], context=context)
     assert later.count("Key: F minor.") == 1 and later.index("Key: F minor.") < later.index("What is the tempo?")
     assert text_after_audio(template, "Q") == template.after_audio.format(question="Q")  # no context: as before
+
+
+def test_a_confident_instrument_family_leads_and_drops_the_words_it_contradicts() -> None:
+    musicnn = {"MTT_musicnn": {"piano": 0.5, "drums": 0.4, "violin": 0.35}}
+    sure = {**musicnn, HEAD_TAGGER: {"brass": 0.8, "piano": 0.1, "strings": 0.1}}
+    assert [w for w, _ in describe(sure).instruments] == ["brass", "drums"]
+    agreeing = {**musicnn, HEAD_TAGGER: {"strings": 0.7, "brass": 0.3}}
+    assert [w for w, _ in describe(agreeing).instruments] == ["strings", "drums", "violin"]
+    unsure = {**musicnn, HEAD_TAGGER: {"brass": THRESHOLDS["family"] - 0.01, "piano": 0.41}}
+    assert [w for w, _ in describe(unsure).instruments] == ["piano", "drums", "violin"]
