@@ -263,13 +263,7 @@ class Indexing:
         """The writer's batch for decoded files: analysed, encoded and captioned tracks, and a failure for each
         other file."""
         batch = Batch(files_done=len(decoded))
-        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
-                           for d in decoded if d.error is not None]
-        audio = [d for d in decoded if d.error is None]
-        analysed, bad = self.analyze([d.wave for d in audio])
-        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
-        audio = [audio[k] for k, _ in analysed]
-        heard = [a for _, a in analysed]
+        audio, heard = self._analysed(decoded, batch)
         encoded, bad = self.encode([d.wave for d in audio])
         batch.failures += [self._failure(audio[f.item].job, "encode", f) for f in bad]
         captioned, bad = self.caption([e.tokens for _, e in encoded], [heard[k] for k, _ in encoded])
@@ -289,16 +283,11 @@ class Indexing:
         """The writer's batch for tracks analysed again (a new tagger or estimator): their analysis, and the
         caption (written anew from the analysis, or the stored one) with the text vector it is found by."""
         batch = Batch(files_done=len(decoded))
-        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
-                           for d in decoded if d.error is not None]
-        audio = [d for d in decoded if d.error is None]
-        analysed, bad = self.analyze([d.wave for d in audio])
-        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
-        ids = [audio[k].job.track_id for k, _ in analysed]
-        heard = [a for _, a in analysed]
+        audio, heard = self._analysed(decoded, batch)
+        ids = [d.job.track_id for d in audio]
         if self.profile.caption_source == "analysis":
             captioned, bad = self.caption(None, heard)
-            batch.failures += [self._failure(audio[analysed[f.item][0]].job, "caption", f) for f in bad]
+            batch.failures += [self._failure(audio[f.item].job, "caption", f) for f in bad]
         else:
             texts = [f"{stored[t].text} {a.describe().caption()}" for t, a in zip(ids, heard, strict=True)]
             captioned = [(i, CaptionResult(stored[t].text, stored[t].token_ids, v, stored[t].pipeline_version))
@@ -306,6 +295,15 @@ class Indexing:
         batch.reanalyses += [(ids[i], heard[i]) for i, _ in captioned]
         batch.recaptions += [(ids[i], cap) for i, cap in captioned]
         return batch
+
+    def _analysed(self, decoded: list[Decoded], batch: Batch) -> tuple[list[Decoded], list[TrackAnalysis]]:
+        """The decoded files that analysed, with their analyses; a failure in `batch` for each other file."""
+        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
+                           for d in decoded if d.error is not None]
+        audio = [d for d in decoded if d.error is None]
+        analysed, bad = self.analyze([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
+        return [audio[k] for k, _ in analysed], [a for _, a in analysed]
 
     @staticmethod
     def _failure(job: Job, stage: str, failed: Failed) -> Failure:

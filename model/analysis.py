@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
@@ -178,3 +179,17 @@ class Analyzer:
                 embedding=np.concatenate([outputs[name][1][lo:hi].mean(axis=0) for name in self.models]),
                 bpm=estimate_tempo(wave, SAMPLE_RATE), key=key, mode=mode, version=self.version))
         return results
+
+
+def analyze_files(analyzer: Analyzer, files: list[str], max_seconds: float) -> Iterator[
+        tuple[str, TrackAnalysis | None, str | None]]:
+    """(file, analysis, None) for each file, in order; (file, None, reason) for one that does not decode."""
+    from model.audio import AudioDecodeError, decode_audio
+
+    for name in files:
+        try:
+            wave = decode_audio(name, analyzer.sample_rate, max_seconds)
+        except AudioDecodeError as exc:
+            yield name, None, str(exc)
+            continue
+        yield name, analyzer.analyze([wave])[0], None

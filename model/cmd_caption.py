@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from model.audio import AudioDecodeError, decode_audio
+from model.audio import AudioDecodeError
 from model.runtime import load_model, settings_and_profile
 
 
@@ -55,18 +55,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_analysis(args: argparse.Namespace, settings, profile) -> int:
     """Captions written from the analysis (model/describe.py): no audio tokens, no LLM."""
-    from model.analysis import Analyzer
+    from model.analysis import Analyzer, analyze_files
 
     analyzer = Analyzer(settings.models_dir, settings.resolved_device())
     failed = 0
-    for name in args.files:
-        try:
-            wave = decode_audio(name, analyzer.sample_rate, args.max_seconds or settings.max_track_seconds)
-        except AudioDecodeError as exc:
+    for name, analysis, error in analyze_files(analyzer, args.files, args.max_seconds or settings.max_track_seconds):
+        if analysis is None:
             failed += 1
-            _report({"file": name, "error": str(exc)}, args.json, error=True)
+            _report({"file": name, "error": error}, args.json, error=True)
             continue
-        analysis = analyzer.analyze([wave])[0]
         _report({"file": name, "caption": analysis.describe().caption(), "caption_source": "analysis",
                  "audio_tokens": None, "token_ids": [], "audio_seconds": round(analysis.seconds, 3),
                  "profile": profile.name, "pipeline_version": profile.version(), "analysis": analysis.to_json()},

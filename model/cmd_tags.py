@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-from model.analysis import MAX_PATCHES, Analyzer
-from model.audio import AudioDecodeError, decode_audio
+from model.analysis import MAX_PATCHES, Analyzer, analyze_files
 from model.config import ModelNotFoundError
 from model.settings import load_settings
 
@@ -28,17 +27,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    for name in args.files:
-        try:
-            wave = decode_audio(name, analyzer.sample_rate, args.max_seconds or settings.max_track_seconds)
-        except AudioDecodeError as exc:
+    for name, analysis, error in analyze_files(analyzer, args.files, args.max_seconds or settings.max_track_seconds):
+        if analysis is None:
             failed += 1
             if args.json:
-                print(json.dumps({"file": name, "error": str(exc)}), flush=True)
+                print(json.dumps({"file": name, "error": error}), flush=True)
             else:
-                print(f"{name}: error: {exc}", file=sys.stderr)
+                print(f"{name}: error: {error}", file=sys.stderr)
             continue
-        analysis = analyzer.analyze([wave])[0]
         if args.json:
             print(json.dumps({"file": name, **analysis.to_json()}), flush=True)
             continue

@@ -405,9 +405,9 @@ def test_header_counts_the_tracks_that_match(analysed_app: AppTest) -> None:
     at = _search(analysed_app, "drums piano")
     hits = SearchEngine(load_settings()).search("drums piano").hits  # the app's catalog, through the env
     by_words = {h.title for h in hits if h.keyword}
-    assert {"Thunder Drums", "Calm Piano Morning"} <= by_words
+    assert "Thunder Drums" in by_words  # its auto-tag "drums"
     header = next(m.value for m in at.markdown if "your words" in m.value)
-    assert header.startswith(f"**{len(by_words)} tracks** match your words")
+    assert header.startswith(f"**{len(by_words)} track") and "match" in header.split("your words")[0]
     assert header.endswith("close in meaning") == (len(hits) > len(by_words))
     assert len(_cards(at)) == len(hits)
     assert sum('class="ml-chip">words' in card for card in _cards(at).values()) == len(by_words)
