@@ -34,8 +34,9 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from indexer.indexing import Models  # noqa: E402
 from indexer.keywords import refresh_keywords  # noqa: E402
-from indexer.pipeline import Models, scan  # noqa: E402
+from indexer.pipeline import scan  # noqa: E402
 from indexer.store import Catalog, generation  # noqa: E402
 from indexer.vectors import build_index, save_index  # noqa: E402
 from model.config import load_profile  # noqa: E402

@@ -84,7 +84,7 @@ def bench_encode(encoder: Encoder, waves: list[np.ndarray], first_batch: int | N
     sizes = AdaptiveBatch(first_batch or initial_batch_size(16, encoder.device, lambda: encode_item_bytes(chunk)))
 
     def encode(part: list[np.ndarray]) -> list[torch.Tensor]:
-        encoder.batch_size = sizes.size  # chunks per forward pass, as in the scan (indexer.pipeline.Indexing)
+        encoder.batch_size = sizes.size  # chunks per forward pass, as in the scan (indexer.indexing.Indexing)
         return encoder.encode(part)
 
     sizes.run(encode, waves[:2])  # warm-up

@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.pipeline import Models, scan  # noqa: E402
+from indexer.indexing import Models  # noqa: E402
+from indexer.pipeline import scan  # noqa: E402
 from model.config import ModelNotFoundError, load_profile, resolve_path  # noqa: E402
 from model.settings import load_settings  # noqa: E402
 from tests.conftest import MODELS_DIR, write_audio  # noqa: E402

@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 
 from indexer.decode import DecodePool
 from indexer.discover import FileEntry, Job
-from indexer.pipeline import COMMIT_EVERY, Indexing, Models, Scan, ScanSummary, file_failure
+from indexer.indexing import Indexing, Models, file_failure
+from indexer.pipeline import COMMIT_EVERY, Scan, ScanSummary
 from indexer.tags import TrackTags
 from indexer.writer import Batch, CaptionResult, TrackResult
 from model.analysis import TrackAnalysis, analysis_version

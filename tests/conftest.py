@@ -125,7 +125,7 @@ def indexer_models(lite_model, text_embedder, indexer_settings):
     thread meanwhile: on a shared 2-core machine two spinning threads make generation 5-10x slower."""
     import torch
 
-    from indexer.pipeline import Models
+    from indexer.indexing import Models
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -13,7 +13,8 @@ import torch
 from sqlalchemy import select
 from transformers import LlamaConfig
 
-from indexer.pipeline import Models, scan
+from indexer.indexing import Models
+from indexer.pipeline import scan
 from indexer.store import Catalog, errors, tracks
 from model.batching import (
     MAX_GPU_BATCH,

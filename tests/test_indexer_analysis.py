@@ -10,7 +10,8 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from indexer.pipeline import Models, scan, stored_analyses
+from indexer.indexing import Models
+from indexer.pipeline import scan, stored_analyses
 from indexer.store import Catalog
 from indexer.writer import AUTO_TAG_MIN
 from model.analysis import TrackAnalysis, analysis_version

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from indexer.cli import main as cli
-from indexer.pipeline import Models, scan
+from indexer.indexing import Models
+from indexer.pipeline import scan
 from indexer.store import Catalog, captions, embeddings, errors, tracks
 from indexer.vectors import index_ids, index_path, load_index, manifest_path
 from model.encoder import Encoder

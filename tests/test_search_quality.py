@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from indexer.indexing import Models
 from indexer.keywords import refresh_keywords
-from indexer.pipeline import Models, scan
+from indexer.pipeline import scan
 from indexer.store import Catalog, captions, tracks
 from indexer.vectors import IndexSet
 from model.audio import decode_audio

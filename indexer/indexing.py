@@ -1,0 +1,254 @@
+"""The models' side of a scan, shared by both engines: decoded audio in; analyses, tokens, captions and
+failures out.
+
+`Models` loads a profile's encoder, MusiLingo, text embedder and analyzer on first use; `Indexing` runs
+them on a batch of decoded files, with batch sizes that back off on out-of-memory (`model.batching`).
+The engines differ only in where this runs (`indexer.pipeline`'s process, or Ray actors in
+`indexer.ray_engine`) and who commits the results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import soxr
+
+from indexer.decode import Decoded
+from indexer.discover import Failure, FileEntry, Job
+from indexer.writer import FP16_MAX, Batch, CaptionResult, TrackResult
+from model.analysis import TrackAnalysis
+from model.batching import (
+    AdaptiveBatch,
+    Failed,
+    caption_item_bytes,
+    encode_item_bytes,
+    initial_batch_size,
+)
+from model.config import Profile
+from model.settings import Settings
+
+FRAMES_PER_SECOND = 75  # encoder frames per second of audio, both encoders: sizes a caption row's audio tokens
+
+
+class Models:
+    """The encoder, MusiLingo, text embedder and analyzer (musicnn, tempo, key) of one profile, loaded on first
+    use (a no-op scan loads none)."""
+
+    def __init__(self, profile: Profile, settings: Settings, encoder=None, musilingo=None, text=None,
+                 analyzer=None) -> None:
+        self.profile, self.settings = profile, settings
+        for name, given in (("encoder", encoder), ("musilingo", musilingo), ("text", text), ("analyzer", analyzer)):
+            if given is not None:
+                self.__dict__[name] = given  # cached_property reads the instance dict first
+        if encoder is not None and encoder.version() != profile.version("encoder"):
+            raise ValueError(f"encoder {encoder.version()} does not match profile {profile.name} "
+                             f"({profile.version('encoder')}): stored versions would lie")
+        if musilingo is not None and musilingo.profile.version() != profile.version():
+            raise ValueError(f"MusiLingo was built for pipeline {musilingo.profile.version()}, the profile "
+                             f"{profile.name} is {profile.version()}: stored versions would lie")
+
+    @cached_property
+    def encoder(self):
+        from model.encoder import Encoder
+
+        return Encoder.from_profile(self.profile, self.settings.resolved_device(), self.settings.encode_batch_size)
+
+    @cached_property
+    def musilingo(self):
+        from model.musilingo import MusiLingo
+
+        return MusiLingo.from_profile(self.profile, self.settings.resolved_device(),
+                                      cache_dir=self.settings.models_dir, with_encoder=False)
+
+    @cached_property
+    def analyzer(self):
+        from model.analysis import Analyzer
+
+        return Analyzer(self.settings.models_dir, self.settings.resolved_device())
+
+    @cached_property
+    def text(self):
+        from model.textembed import TextEmbedder
+
+        return TextEmbedder(self.profile.text_embedder, self.settings.resolved_device())
+
+
+
+def file_failure(entry: FileEntry, track_id: int | None, stage: str, reason: str, retry: bool = False) -> Failure:
+    """A file's row for the errors table.
+
+    A `retry` failure (out of memory: the machine's fault, not the file's) is stored without size and
+    mtime, so the next scan's plan does not recognise it as "failed before, unchanged" and tries the
+    file again, and it keeps the file's earlier track, if any, meanwhile.
+    """
+    if retry:
+        return Failure(entry.path, entry.root, stage, reason)
+    return Failure(entry.path, entry.root, stage, reason, entry.size, entry.mtime, track_id)
+
+
+
+@dataclass
+class StoredCaption:
+    """A track's caption as the catalog holds it: kept when only its analysis is redone."""
+
+    text: str
+    token_ids: list[int]
+    pipeline_version: str
+
+
+@dataclass
+class Encoded:
+    tokens: np.ndarray  # fp16 [T', D], exactly as stored: captions are made from these values
+    vector: np.ndarray  # fp32 unit track vector, from the fp32 tokens
+    seconds: float  # audio encoded
+
+
+class Indexing:
+    """The models' side of a scan, shared by both engines: decoded audio in, tokens, captions and failures out.
+
+    The engines differ only in where this runs (here, or in Ray actors) and who commits the results.
+    Batch sizes are chosen on first use (`model.batching`) and halved on out-of-memory for the rest of
+    the run; `batch_sizes` reports them.
+    """
+
+    def __init__(self, models: Models, settings: Settings, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> None:
+        self.models, self.settings, self.profile = models, settings, models.profile
+        self.greedy, self.max_new_tokens = greedy, max_new_tokens
+
+    @cached_property
+    def encode_batch(self) -> AdaptiveBatch:
+        """Encoder chunks per forward pass, and tracks per `Encoder.encode` call."""
+        encoder = self.models.encoder
+        chunk = encoder.chunk_samples + 2 * encoder.context_samples
+        return AdaptiveBatch(initial_batch_size(self.settings.encode_batch_size, encoder.device,
+                                                lambda: encode_item_bytes(chunk)))
+
+    @cached_property
+    def caption_batch(self) -> AdaptiveBatch:
+        """Rows per `MusiLingo.caption` call; a row's memory is sized for the longest track a scan keeps."""
+        model, profile = self.models.musilingo, self.profile
+        audio_tokens = math.ceil(self.settings.max_track_seconds * FRAMES_PER_SECOND / profile.pool_window)
+        new_tokens = self.max_new_tokens or profile.max_new_tokens
+        return AdaptiveBatch(initial_batch_size(
+            self.settings.caption_batch_size, str(model.device),
+            lambda: caption_item_bytes(model.llm.config, model.llm.dtype, audio_tokens, new_tokens)))
+
+    @cached_property
+    def analysis_batch(self) -> AdaptiveBatch:
+        """Tracks per `Analyzer.analyze` call (each takes at most `model.analysis.MAX_PATCHES` patches)."""
+        return AdaptiveBatch(max(1, self.settings.encode_batch_size))
+
+    def batch_sizes(self) -> dict[str, dict[str, int]]:
+        """{"analysis"|"encode"|"caption": {"start", "final"}} for the models this run used."""
+        return {name: self.__dict__[f"{name}_batch"].report() for name in ("analysis", "encode", "caption")
+                if f"{name}_batch" in self.__dict__}
+
+    def encode(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, Encoded]], list[Failed[int]]]:
+        """Tokens of each wave, by position; too short a wave, or one that fails, gives a `Failed` instead."""
+        from model.encoder import track_vector
+
+        encoder = self.models.encoder
+
+        def run(idx: list[int]) -> list:
+            encoder.batch_size = self.encode_batch.size  # chunks per forward pass: halved with the batch
+            return encoder.encode([waves[i] for i in idx])
+
+        done, failed = self.encode_batch.run(run, list(range(len(waves))))
+        out = []
+        for i, tokens in done:
+            seconds = waves[i].size / encoder.sample_rate
+            if tokens.shape[0] == 0:
+                failed.append(Failed(i, f"too short to encode ({1000 * seconds:.0f} ms of audio)"))
+            else:
+                half = tokens.clamp(-FP16_MAX, FP16_MAX).half().numpy()
+                out.append((i, Encoded(half, track_vector(tokens), seconds)))
+        return out, failed
+
+    def analyze(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, TrackAnalysis]], list[Failed[int]]]:
+        """What the taggers, tempo and key estimators hear in each wave (at the encoder's rate), by position."""
+        analyzer, rate = self.models.analyzer, self.models.encoder.sample_rate
+
+        def run(idx: list[int]) -> list[TrackAnalysis]:
+            return analyzer.analyze([waves[i] if rate == analyzer.sample_rate else
+                                     soxr.resample(waves[i], rate, analyzer.sample_rate) for i in idx])
+
+        return self.analysis_batch.run(run, list(range(len(waves))))
+
+    def caption(self, tokens: list[np.ndarray] | None, analyses: list[TrackAnalysis | None]) -> tuple[
+            list[tuple[int, CaptionResult]], list[Failed[int]]]:
+        """Captions and text vectors for stored (fp16) token arrays and their analyses, by position.
+
+        The `analysis` caption source writes the caption from the analysis (no LLM, `tokens` unused); the
+        `model` source generates it from the tokens, and the text a track is found by adds what the
+        analysis heard.
+        """
+        import torch
+
+        if self.profile.caption_source == "analysis":
+            made = [(i, a.describe().caption(), []) for i, a in enumerate(analyses) if a is not None]
+            failed = [Failed(i, "no analysis to write a caption from") for i, a in enumerate(analyses) if a is None]
+            texts = [text for _, text, _ in made]
+        else:
+            gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
+                [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
+                max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
+            made = [(i, g.text, list(g.token_ids)) for i, g in gens]
+            texts = [text if analyses[i] is None else f"{text} {analyses[i].describe().caption()}"
+                     for i, text, _ in made]
+        vecs = self.models.text.encode(texts)
+        version = self.profile.version()
+        return [(i, CaptionResult(text, ids, v, version)) for (i, text, ids), v in zip(made, vecs, strict=True)], failed
+
+    def results(self, decoded: list[Decoded]) -> Batch:
+        """The writer's batch for decoded files: analysed, encoded and captioned tracks, and a failure for each
+        other file."""
+        batch = Batch(files_done=len(decoded))
+        audio, heard = self._analysed(decoded, batch)
+        encoded, bad = self.encode([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "encode", f) for f in bad]
+        captioned, bad = self.caption([e.tokens for _, e in encoded], [heard[k] for k, _ in encoded])
+        batch.failures += [self._failure(audio[encoded[f.item][0]].job, "caption", f) for f in bad]
+        version = self.profile.version("encoder")
+        for i, cap in captioned:
+            k, enc = encoded[i]
+            job = audio[k].job
+            batch.tracks.append(TrackResult(
+                entry=job.entry, fingerprint=job.fingerprint, tags=audio[k].tags, indexed_seconds=enc.seconds,
+                profile=self.profile.name, encoder_version=version, tokens=enc.tokens, vector=enc.vector,
+                caption=cap, analysis=heard[k], track_id=job.track_id))
+            batch.audio_seconds += enc.seconds
+        return batch
+
+    def reanalysed(self, decoded: list[Decoded], stored: dict[int, StoredCaption]) -> Batch:
+        """The writer's batch for tracks analysed again (a new tagger or estimator): their analysis, and the
+        caption (written anew from the analysis, or the stored one) with the text vector it is found by."""
+        batch = Batch(files_done=len(decoded))
+        audio, heard = self._analysed(decoded, batch)
+        ids = [d.job.track_id for d in audio]
+        if self.profile.caption_source == "analysis":
+            captioned, bad = self.caption(None, heard)
+            batch.failures += [self._failure(audio[f.item].job, "caption", f) for f in bad]
+        else:
+            texts = [f"{stored[t].text} {a.describe().caption()}" for t, a in zip(ids, heard, strict=True)]
+            captioned = [(i, CaptionResult(stored[t].text, stored[t].token_ids, v, stored[t].pipeline_version))
+                         for i, (t, v) in enumerate(zip(ids, self.models.text.encode(texts), strict=True))]
+        batch.reanalyses += [(ids[i], heard[i]) for i, _ in captioned]
+        batch.recaptions += [(ids[i], cap) for i, cap in captioned]
+        return batch
+
+    def _analysed(self, decoded: list[Decoded], batch: Batch) -> tuple[list[Decoded], list[TrackAnalysis]]:
+        """The decoded files that analysed, with their analyses; a failure in `batch` for each other file."""
+        batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
+                           for d in decoded if d.error is not None]
+        audio = [d for d in decoded if d.error is None]
+        analysed, bad = self.analyze([d.wave for d in audio])
+        batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
+        return [audio[k] for k, _ in analysed], [a for _, a in analysed]
+
+    @staticmethod
+    def _failure(job: Job, stage: str, failed: Failed) -> Failure:
+        return file_failure(job.entry, job.track_id, stage, failed.reason, failed.out_of_memory)
