@@ -139,10 +139,10 @@ class Analyzer:
                  max_patches: int = MAX_PATCHES, patch_batch: int | None = None):
         self.device = device
         self.max_patches = max_patches
-        # On a CPU one patch per forward is fastest (bench/bench_tagger.py: 4 or 40 per forward cost 1.4-2.5x
-        # per patch, the front-end's maps leave the cache), on one OpenMP thread (a second ranged from 1.7x
-        # faster to 5x slower on a shared 2-core box, and a scan decodes on the other core); a GPU wants
-        # all patches at once.
+        # On a CPU one patch per forward is fastest (larger batches cost more per patch: the front-end's maps
+        # leave the cache), on one OpenMP thread (a second helped or hurt by turns on a shared 2-core box,
+        # and a scan decodes on the other core); a GPU wants all patches at once. Figures: docs/benchmarks.md,
+        # "musicnn tagger".
         self.patch_batch = patch_batch or (1 if device == "cpu" else 256)
         self._threads = ThreadpoolController().select(user_api="openmp") if device == "cpu" else None
         self.models = {name: Musicnn.from_pretrained(name, cache_dir).to(device) for name in taggers}

@@ -9,17 +9,14 @@ How it was made (`training/train_instrument_head.py`): one linear layer on the s
 (L2 1e-3), fitted on every 3-s patch of 2,100 clips of the training generator (`training/synth`, the
 FluidR3_GM soundfont, 15 s each, 300 per family), chosen among linear heads on either tagger's half,
 per-clip or per-patch examples, and small MLPs by cross-validation that holds out whole instruments.
-Validation (no held-out data): 0.74 on a stratified split, 0.40 on instruments left out of training.
-Held-out (`bench/bench_instrument_head.py`: another composer, the TimGM6mb soundfont, 158 clips of these
-families): 0.43 (95 % interval 0.36-0.51), against 0.19 for musicnn's own instrument tags and 0.14 by
-chance; 0.51 on lead instruments the training generator uses, 0.33 on others; strings are never named
-right there (TimGM6mb's violins, cellos, pizzicato and harp come out as brass or piano).
+Its accuracy on validation and on a held-out set (another composer, another soundfont), beside musicnn's
+own tags and chance, is in docs/benchmarks.md ("Instrument family head"); it does not carry well to an
+unheard soundfont (strings are the weakest).
 
 Trust: it knows only synthetic General MIDI renderings, so on real recordings believe it only when it is
-confident, and expect less even then. `InstrumentHead.threshold` (0.75, stored in the file) is where the
-head was right 0.9 of the time on FluidR3 renderings of instruments it had heard; on the held-out
-soundfont half the clips reach it and those are right 0.51 of the time (0.43 for all). `family()` says
-None below it, which a caption should take as "not sure" and leave the instrument out.
+confident. `InstrumentHead.threshold` (stored in the file) is the confidence chosen on training-generator
+clips before the held-out run; `family()` says None below it, which a caption should take as "not sure"
+and leave the instrument out.
 """
 
 from __future__ import annotations
