@@ -10,11 +10,17 @@ The engines differ only in where this runs (`indexer.pipeline`'s process, or Ray
 from __future__ import annotations
 
 import math
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import soxr
+from threadpoolctl import ThreadpoolController
 
 from indexer.decode import Decoded
 from indexer.discover import Failure, FileEntry, Job
@@ -118,6 +124,23 @@ class Indexing:
                  max_new_tokens: int | None = None) -> None:
         self.models, self.settings, self.profile = models, settings, models.profile
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
+        self.busy: dict[str, float] = {}  # seconds each stage ran here (stages overlap): where a scan's time went
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Count the block's wall time as `stage`'s in `busy`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy[stage] = self.busy.get(stage, 0.0) + time.perf_counter() - start
+
+    def load(self) -> None:
+        """Load every model a scan with this profile runs: called in a thread while the first files decode."""
+        with self.timed("load"):
+            self.models.analyzer, self.models.encoder, self.models.text  # noqa: B018
+            if self.profile.caption_source != "analysis":
+                self.models.musilingo  # noqa: B018
 
     @cached_property
     def encode_batch(self) -> AdaptiveBatch:
@@ -157,7 +180,8 @@ class Indexing:
             encoder.batch_size = self.encode_batch.size  # chunks per forward pass: halved with the batch
             return encoder.encode([waves[i] for i in idx])
 
-        done, failed = self.encode_batch.run(run, list(range(len(waves))))
+        with self.timed("encode"):
+            done, failed = self.encode_batch.run(run, list(range(len(waves))))
         out = []
         for i, tokens in done:
             seconds = waves[i].size / encoder.sample_rate
@@ -176,7 +200,8 @@ class Indexing:
             return analyzer.analyze([waves[i] if rate == analyzer.sample_rate else
                                      soxr.resample(waves[i], rate, analyzer.sample_rate) for i in idx])
 
-        return self.analysis_batch.run(run, list(range(len(waves))))
+        with self.timed("analysis"):
+            return self.analysis_batch.run(run, list(range(len(waves))))
 
     def caption(self, tokens: list[np.ndarray] | None, analyses: list[TrackAnalysis | None]) -> tuple[
             list[tuple[int, CaptionResult]], list[Failed[int]]]:
@@ -188,38 +213,74 @@ class Indexing:
         """
         import torch
 
-        if self.profile.caption_source == "analysis":
-            made = [(i, a.describe().caption(), []) for i, a in enumerate(analyses) if a is not None]
-            failed = [Failed(i, "no analysis to write a caption from") for i, a in enumerate(analyses) if a is None]
-            texts = [text for _, text, _ in made]
-        else:
-            gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
-                [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
-                max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
-            made = [(i, g.text, list(g.token_ids)) for i, g in gens]
-            texts = [text if analyses[i] is None else f"{text} {analyses[i].describe().caption()}"
-                     for i, text, _ in made]
-        vecs = self.models.text.encode(texts)
+        from_analysis = self.profile.caption_source == "analysis"
+        with self.timed("load"):  # apart from the stage's own time
+            self.models.text  # noqa: B018
+            if not from_analysis:
+                self.models.musilingo  # noqa: B018
+        with self.timed("caption"):
+            if from_analysis:
+                made = [(i, a.describe().caption(), []) for i, a in enumerate(analyses) if a is not None]
+                failed = [Failed(i, "no analysis to write a caption from")
+                          for i, a in enumerate(analyses) if a is None]
+                texts = [text for _, text, _ in made]
+            else:
+                gens, failed = self.caption_batch.run(lambda idx: self.models.musilingo.caption(
+                    [torch.from_numpy(tokens[i].astype(np.float32)) for i in idx], greedy=self.greedy,
+                    max_new_tokens=self.max_new_tokens), list(range(len(tokens))))
+                made = [(i, g.text, list(g.token_ids)) for i, g in gens]
+                texts = [text if analyses[i] is None else f"{text} {analyses[i].describe().caption()}"
+                         for i, text, _ in made]
+            vecs = self.models.text.encode(texts)
         version = self.profile.version()
         return [(i, CaptionResult(text, ids, v, version)) for (i, text, ids), v in zip(made, vecs, strict=True)], failed
+
+    def heard(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, TrackAnalysis, Encoded]],
+                                                      list[tuple[int, str, Failed[int]]]]:
+        """Each wave's analysis and tokens, by position; a wave either fails gives (position, stage, `Failed`),
+        the analysis's failure first.
+
+        The analysis runs in a second thread while this one encodes: neither model keeps a CPU busy on its
+        own at one OpenMP thread, and more threads per model lose to the contention (docs/benchmarks.md,
+        "Scan throughput"), so on a CPU each keeps its share of the cores apart from the decoders'.
+        """
+        with self.timed("load"):  # here, not raced by the two threads
+            self.models.analyzer, self.models.encoder  # noqa: B018
+        with ThreadPoolExecutor(1, thread_name_prefix="analysis") as pool:
+            analysing = pool.submit(self.analyze, waves)
+            with self._encoder_threads():
+                encoded, bad_tokens = self.encode(waves)
+            analysed, bad_analysis = analysing.result()
+        failed = [(f.item, "analysis", f) for f in bad_analysis]
+        failed += [(f.item, "encode", f) for f in bad_tokens if f.item not in {i for i, _, _ in failed}]
+        heard, tokens = dict(analysed), dict(encoded)
+        return [(i, heard[i], tokens[i]) for i in sorted(heard.keys() & tokens.keys())], failed
+
+    def _encoder_threads(self) -> AbstractContextManager:
+        """The encoder's OpenMP threads on a CPU: the cores the decoders and the analysis thread leave."""
+        if self.models.encoder.device != "cpu":
+            return nullcontext()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        spare = max(1, cores - max(self.settings.decode_workers, 0) - 1)
+        return ThreadpoolController().limit(limits=spare, user_api="openmp")
 
     def results(self, decoded: list[Decoded]) -> Batch:
         """The writer's batch for decoded files: analysed, encoded and captioned tracks, and a failure for each
         other file."""
         batch = Batch(files_done=len(decoded))
-        audio, heard = self._analysed(decoded, batch)
-        encoded, bad = self.encode([d.wave for d in audio])
-        batch.failures += [self._failure(audio[f.item].job, "encode", f) for f in bad]
-        captioned, bad = self.caption([e.tokens for _, e in encoded], [heard[k] for k, _ in encoded])
-        batch.failures += [self._failure(audio[encoded[f.item][0]].job, "caption", f) for f in bad]
+        audio = self._audio(decoded, batch)
+        heard, bad = self.heard([d.wave for d in audio])
+        batch.failures += [self._failure(audio[i].job, stage, f) for i, stage, f in bad]
+        captioned, bad = self.caption([enc.tokens for _, _, enc in heard], [a for _, a, _ in heard])
+        batch.failures += [self._failure(audio[heard[f.item][0]].job, "caption", f) for f in bad]
         version = self.profile.version("encoder")
         for i, cap in captioned:
-            k, enc = encoded[i]
+            k, analysis, enc = heard[i]
             job = audio[k].job
             batch.tracks.append(TrackResult(
                 entry=job.entry, fingerprint=job.fingerprint, tags=audio[k].tags, indexed_seconds=enc.seconds,
                 profile=self.profile.name, encoder_version=version, tokens=enc.tokens, vector=enc.vector,
-                caption=cap, analysis=heard[k], track_id=job.track_id))
+                caption=cap, analysis=analysis, track_id=job.track_id))
             batch.audio_seconds += enc.seconds
         return batch
 
@@ -240,11 +301,16 @@ class Indexing:
         batch.recaptions += [(ids[i], cap) for i, cap in captioned]
         return batch
 
-    def _analysed(self, decoded: list[Decoded], batch: Batch) -> tuple[list[Decoded], list[TrackAnalysis]]:
-        """The decoded files that analysed, with their analyses; a failure in `batch` for each other file."""
+    @staticmethod
+    def _audio(decoded: list[Decoded], batch: Batch) -> list[Decoded]:
+        """The files that decoded; a failure in `batch` for each other file."""
         batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
                            for d in decoded if d.error is not None]
-        audio = [d for d in decoded if d.error is None]
+        return [d for d in decoded if d.error is None]
+
+    def _analysed(self, decoded: list[Decoded], batch: Batch) -> tuple[list[Decoded], list[TrackAnalysis]]:
+        """The decoded files that analysed, with their analyses; a failure in `batch` for each other file."""
+        audio = self._audio(decoded, batch)
         analysed, bad = self.analyze([d.wave for d in audio])
         batch.failures += [self._failure(audio[f.item].job, "analysis", f) for f in bad]
         return [audio[k] for k, _ in analysed], [a for _, a in analysed]

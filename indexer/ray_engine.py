@@ -157,16 +157,11 @@ class EncodeStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         todo = [r for r in rows if r["stage"] is None]
-        heard, bad = self.indexing.analyze([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
-        for f in bad:
-            todo[f.item].update(_fail(todo[f.item], "analysis", f.reason, f.out_of_memory))
-        for i, analysis in heard:
+        heard, bad = self.indexing.heard([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
+        for i, stage, f in bad:
+            todo[i].update(_fail(todo[i], stage, f.reason, f.out_of_memory))
+        for i, analysis, enc in heard:
             todo[i].update(analysis.to_record())
-        todo = [r for r in todo if r["stage"] is None]
-        encoded, bad = self.indexing.encode([np.frombuffer(r["wave"], dtype=np.float32) for r in todo])
-        for f in bad:
-            todo[f.item].update(_fail(todo[f.item], "encode", f.reason, f.out_of_memory))
-        for i, enc in encoded:
             todo[i].update(wave=None, indexed_seconds=enc.seconds, encoder_version=self.version,
                            n_tokens=int(enc.tokens.shape[0]), dim=int(enc.tokens.shape[1]),
                            tokens=enc.tokens.tobytes(), vector=enc.vector.tobytes())

@@ -99,6 +99,16 @@ def _key_profiles() -> torch.Tensor:
     return torch.stack(rows)  # [24, 12]: C major .. B major, C minor .. B minor
 
 
+def window_mean(x: torch.Tensor, window: int, pad: int) -> torch.Tensor:
+    """`F.avg_pool1d(x, window, stride=1, padding=pad, count_include_pad=False)` along the last dim, from a
+    float64 running sum: linear in the length instead of in length x window (the 6-s windows here are
+    450 frames wide), and no less exact."""
+    total = F.pad(F.pad(x.double(), (pad, pad)).cumsum(-1), (1, 0))
+    counts = F.pad(F.pad(torch.ones(x.shape[-1], dtype=torch.float64, device=x.device), (pad, pad)).cumsum(-1), (1, 0))
+    sums = total[..., window:] - total[..., :-window]
+    return (sums / (counts[window:] - counts[:-window])).to(x.dtype)
+
+
 class LiteFrontend(nn.Module):
     """A frozen, weight-free encoder with MERT's interface: `forward(wave[B, N]) -> [B, T, D]`."""
 
@@ -111,6 +121,7 @@ class LiteFrontend(nn.Module):
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.register_buffer("mel_fb", _mel_filterbank(N_MELS, N_FFT, SAMPLE_RATE, 30.0, 11000.0), persistent=False)
         self.register_buffer("chroma_fb", _chroma_filterbank(N_FFT, SAMPLE_RATE), persistent=False)
+        self.register_buffer("chroma_bins", self.chroma_fb.sum(0).nonzero()[:, 0], persistent=False)
         self.register_buffer("keys", _key_profiles(), persistent=False)
         bpm = torch.logspace(math.log10(50.0), math.log10(230.0), N_TEMPI)
         self.register_buffer("lags", torch.round(60.0 * self.frame_rate / bpm).long(), persistent=False)
@@ -133,8 +144,8 @@ class LiteFrontend(nn.Module):
         # Pad so frame i is centred on sample HOP*i + RECEPTIVE_FIELD/2, as MERT's frames are.
         left = N_FFT // 2 - RECEPTIVE_FIELD // 2
         padded = F.pad(wave.float(), (left, N_FFT // 2))
-        spec = torch.stft(padded, N_FFT, HOP, window=self.window, center=False, return_complex=True)
-        power = spec.abs().pow(2)[..., :t]  # [B, bins, T]
+        spec = torch.stft(padded, N_FFT, HOP, window=self.window, center=False, return_complex=True)[..., :t]
+        power = spec.real.square() + spec.imag.square()  # [B, bins, T]: |X|^2 without abs()'s hypot
         mel = torch.einsum("mf,bft->btm", self.mel_fb, power)
         logmel = torch.log10(mel + 1e-8)
         timbre = self._timbre(power, logmel)
@@ -162,8 +173,9 @@ class LiteFrontend(nn.Module):
         return torch.cat([onset * 5.0, spread * 3.0], dim=-1)
 
     def _harmony(self, power: torch.Tensor) -> torch.Tensor:
-        chroma = torch.einsum("cf,bft->bct", self.chroma_fb, power.sqrt())
-        chroma = F.avg_pool1d(chroma, CHROMA_SMOOTH, stride=1, padding=CHROMA_SMOOTH // 2, count_include_pad=False)
+        band = self.chroma_bins  # the chroma filters are zero outside 100-1000 Hz
+        chroma = torch.einsum("cf,bft->bct", self.chroma_fb[:, band], power[:, band].sqrt())
+        chroma = window_mean(chroma, CHROMA_SMOOTH, CHROMA_SMOOTH // 2)
         chroma = chroma / chroma.sum(dim=1, keepdim=True).clamp(min=1e-8)  # [B, 12, T]
         centred = chroma - chroma.mean(dim=1, keepdim=True)
         centred = centred / centred.norm(dim=1, keepdim=True).clamp(min=1e-8)
@@ -187,10 +199,9 @@ class LiteFrontend(nn.Module):
         half = TEMPO_WINDOW // 2
         max_lag = int(self.lags.max())
         x = F.pad(onset, (half, half + max_lag))
-        energy = F.avg_pool1d((x * x)[:, None], TEMPO_WINDOW, stride=1)[:, 0, :t]
-        rows = []
-        for lag in self.lags.tolist():
-            prod = (x[:, :-lag] * x[:, lag:])[:, None]
-            rows.append(F.avg_pool1d(prod, TEMPO_WINDOW, stride=1)[:, 0, :t])
-        acf = torch.stack(rows, -1) / energy[..., None].clamp(min=1e-8)
-        return acf * 3.0
+        span = t + TEMPO_WINDOW - 1  # the samples the first t windows cover
+        prods = torch.stack([x[:, :span] * x[:, :span]] + [x[:, :span] * x[:, lag:lag + span]
+                                                            for lag in self.lags.tolist()], 1)
+        means = window_mean(prods, TEMPO_WINDOW, 0)  # [B, 1 + tempi, T]: energy, then one row per lag
+        acf = means[:, 1:] / means[:, :1].clamp(min=1e-8)
+        return acf.transpose(1, 2) * 3.0
