@@ -52,10 +52,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
              f"{c['removed']} removed, {c['recaptioned']} recaptioned, {c['unchanged']} unchanged, "
              f"{c['failed']} failed, {c['skipped_failed']} skipped (failed before, unchanged)",
              f"audio: {summary.audio_seconds:.1f} s in {summary.wall_seconds:.1f} s "
-             f"({summary.audio_per_wall_second:.2f} audio seconds per wall second)"]
+             f"({summary.audio_per_wall_second:.1f}x realtime)"]
+    if summary.decoders:
+        lines.append("decoded by " + ", ".join(f"{name} ({n})" for name, n in sorted(summary.decoders.items())))
+    if summary.stage_seconds:
+        lines.append("busy seconds per stage (stages overlap): "
+                     + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in summary.stage_seconds.items()))
     lines += [f"rebuilt {name} index: {'; '.join(problems)}" for name, problems in summary.index_repairs.items()]
     lines += [f"{stage} batch size cut from {b['start']} to {b['final']} after running out of GPU memory"
               for stage, b in summary.batch_sizes.items() if b["final"] < b["start"]]
     lines += [f"failed: {f['path']}: {f['stage']}: {f['reason']}" for f in summary.failed]
+    lines += [f"warning: {w['path']}: {w['reason']}" for w in summary.warnings]
     emit(args, {"ok": summary.state == "finished", **summary.to_dict()}, "\n".join(lines))
     return 0 if summary.state == "finished" else 130

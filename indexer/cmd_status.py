@@ -20,10 +20,12 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def status(settings: Settings, limit: int = 50) -> dict:
-    """Counts, failures with reasons, pipeline versions in use, the last scan and the FAISS indexes."""
+    """Counts, failures with reasons, pipeline versions in use, the decoders that read the tracks, the tracks
+    whose header misstated their length, the last scan and the FAISS indexes."""
     catalog = Catalog(settings.catalog_path)
     out: dict = {"catalog": str(settings.catalog_path), "exists": catalog.path.exists(), "tracks": {}, "failed": 0,
-                 "failures": [], "versions": [], "scan": None, "indexes": {}}
+                 "failures": [], "versions": [], "decoders": {}, "header_mismatches": 0, "header_mismatch_tracks": [],
+                 "scan": None, "indexes": {}}
     pid = running_scan_pid(settings.data_dir)
     if not out["exists"]:
         return out
@@ -31,6 +33,13 @@ def status(settings: Settings, limit: int = 50) -> dict:
         out["tracks"] = {s: n for s, n in conn.execute(select(tracks.c.status, func.count()).group_by(tracks.c.status))}
         out["audio_hours"] = round((conn.execute(select(func.sum(tracks.c.indexed_seconds))).scalar() or 0) / 3600, 3)
         out["formats"] = dict(conn.execute(select(tracks.c.format, func.count()).group_by(tracks.c.format)).all())
+        out["decoders"] = dict(conn.execute(select(tracks.c.decoder, func.count()).group_by(tracks.c.decoder)
+                                            .order_by(tracks.c.decoder)).all())
+        misstated = tracks.c.header_duration.is_not(None)
+        out["header_mismatches"] = conn.execute(select(func.count()).where(misstated)).scalar()
+        out["header_mismatch_tracks"] = [dict(r._mapping) for r in conn.execute(
+            select(tracks.c.path, tracks.c.duration, tracks.c.header_duration).where(misstated)
+            .order_by(tracks.c.path).limit(limit))]
         out["failed"] = conn.execute(select(func.count()).select_from(errors)).scalar()
         out["failures"] = [dict(r._mapping) for r in conn.execute(
             select(errors.c.path, errors.c.stage, errors.c.reason, errors.c.failed_at)
@@ -67,6 +76,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
              + f" tracks, {s['audio_hours']} h of audio indexed, {s['failed']} failed files"]
     lines += [f"  {v['tracks']} tracks from profile {v['profile']} (encoder {v['encoder_version']}, "
               f"pipeline {v['pipeline_version']})" for v in s["versions"]]
+    if s["decoders"]:
+        lines.append("decoded by " + ", ".join(f"{name}: {n}" for name, n in s["decoders"].items()))
+    if s["header_mismatches"]:
+        lines.append(f"{s['header_mismatches']} tracks whose header misstates their length (the decoded one is stored)")
+    lines += [f"  {t['path']}: header {t['header_duration']:.1f} s, decoded {t['duration']:.1f} s"
+              for t in s["header_mismatch_tracks"]]
     if s["scan"]:
         sc = s["scan"]
         lines.append(f"last scan {sc['id']}: {sc['state']}, {sc['files_done']}/{sc['files_total']} files, "

@@ -23,19 +23,27 @@ import numpy as np
 
 from indexer.discover import Job
 from indexer.tags import TrackTags, read_tags, tags_from_path
-from model.audio import AudioDecodeError, decode_audio
+from model.audio import AudioDecodeError, read_audio
 
 
 @dataclass
 class Decoded:
     job: Job
-    tags: TrackTags
+    tags: TrackTags  # with the decoder and the duration decoding settled on
     wave: np.ndarray | None  # mono float32 at the encoder's rate, at most max_seconds long
     error: str | None = None  # why no audio came out, fit to show a user
+    seconds: float = 0.0  # spent reading it: the decode stage's share of a scan
 
 
 def read_file(job: Job, sample_rate: int, max_seconds: float) -> Decoded:
     """Tags and the first `max_seconds` of audio; never raises for a bad file."""
+    started = time.perf_counter()
+    decoded = _read_file(job, sample_rate, max_seconds)
+    decoded.seconds = time.perf_counter() - started
+    return decoded
+
+
+def _read_file(job: Job, sample_rate: int, max_seconds: float) -> Decoded:
     path, root = job.entry.path, job.entry.root
     try:
         tags = read_tags(path, root)
@@ -44,15 +52,15 @@ def read_file(job: Job, sample_rate: int, max_seconds: float) -> Decoded:
     if job.entry.size == 0:
         return Decoded(job, tags, None, "empty file (0 bytes)")
     try:
-        wave = decode_audio(path, sample_rate, max_seconds=max_seconds)
+        wave, tags.decoder = read_audio(path, sample_rate, max_seconds=max_seconds)
     except AudioDecodeError as exc:
         return Decoded(job, tags, None, str(exc))
     except MemoryError:
         return Decoded(job, tags, None, "out of memory while decoding")
     except Exception as exc:
         return Decoded(job, tags, None, f"decoder error: {type(exc).__name__}: {str(exc)[:200]}")
-    if tags.duration is None and wave.size < max_seconds * sample_rate:
-        tags.duration = wave.size / sample_rate
+    if wave.size < max_seconds * sample_rate:  # decoded to the end: its length is the file's
+        tags.settle_duration(wave.size / sample_rate)
     return Decoded(job, tags, wave)
 
 

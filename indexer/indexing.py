@@ -124,7 +124,8 @@ class Indexing:
                  max_new_tokens: int | None = None) -> None:
         self.models, self.settings, self.profile = models, settings, models.profile
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
-        self.busy: dict[str, float] = {}  # seconds each stage ran here (stages overlap): where a scan's time went
+        # seconds each stage ran (stages overlap; decoding's in the decoders' processes): where a scan's time went
+        self.busy: dict[str, float] = {}
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -301,9 +302,9 @@ class Indexing:
         batch.recaptions += [(ids[i], cap) for i, cap in captioned]
         return batch
 
-    @staticmethod
-    def _audio(decoded: list[Decoded], batch: Batch) -> list[Decoded]:
+    def _audio(self, decoded: list[Decoded], batch: Batch) -> list[Decoded]:
         """The files that decoded; a failure in `batch` for each other file."""
+        self.busy["decode"] = self.busy.get("decode", 0.0) + sum(d.seconds for d in decoded)
         batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
                            for d in decoded if d.error is not None]
         return [d for d in decoded if d.error is None]

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import TypeVar
@@ -26,6 +27,7 @@ from sqlalchemy import insert, select, update
 from indexer.decode import DecodePool
 from indexer.discover import Failure, Job, Known, Plan, plan_scan, walk
 from indexer.indexing import Indexing, Models, StoredCaption
+from indexer.progress import Pace
 from indexer.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
 from indexer.tags import read_tags
 from indexer.vectors import IndexSet
@@ -55,8 +57,11 @@ class ScanSummary:
     unchanged: int = 0
     skipped_failed: int = 0  # failed in an earlier scan and unchanged since: not retried
     failed: list[dict] = field(default_factory=list)  # {path, stage, reason}
+    decoders: dict[str, int] = field(default_factory=dict)  # indexed tracks per decoder (model.audio): {name: n}
+    warnings: list[dict] = field(default_factory=list)  # {path, reason}: indexed, with something a user should know
     index_repairs: dict[str, list[str]] = field(default_factory=dict)  # FAISS problems found and rebuilt
     batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # {stage: {start, final}}, see Indexing
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy seconds per stage, see Indexing.busy
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     error: str | None = None
@@ -65,13 +70,23 @@ class ScanSummary:
     def audio_per_wall_second(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
+    def note(self, batch: Batch) -> None:
+        """Count the decoder of each track a batch commits, and warn of each header that misstated its length."""
+        for r in batch.tracks:
+            if r.tags.decoder is not None:
+                self.decoders[r.tags.decoder] = self.decoders.get(r.tags.decoder, 0) + 1
+            if r.tags.header_duration is not None:
+                self.warnings.append({"path": r.entry.path, "reason": (
+                    f"the header claims {r.tags.header_duration:.1f} s of audio, decoding found "
+                    f"{r.tags.duration:.1f} s: the decoded duration is stored")})
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["counts"] = {"files": self.files_total, "indexed": len(self.indexed), "moved": len(self.moved),
                          "removed": len(self.removed), "recaptioned": len(self.recaptioned),
                          "reanalysed": len(self.reanalysed),
                          "unchanged": self.unchanged, "failed": len(self.failed),
-                         "skipped_failed": self.skipped_failed}
+                         "skipped_failed": self.skipped_failed, "warnings": len(self.warnings)}
         out["audio_per_wall_second"] = round(self.audio_per_wall_second, 3)
         return out
 
@@ -131,6 +146,7 @@ class Scan:
         self.writer: Writer | None = None
         self._lock = ScanLock(settings.data_dir)
         self._progress = progress
+        self._write_seconds = 0.0
 
     def __enter__(self) -> Scan:
         from tqdm import tqdm
@@ -148,7 +164,12 @@ class Scan:
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
-        self.bar = tqdm(total=0, unit="file", desc="scan", disable=not self._progress, dynamic_ncols=True)
+        # tqdm's own time left weighs every file alike: the bar shows the pace's instead (indexer/progress.py)
+        self.bar = tqdm(total=0, unit="file", desc="scan", disable=not self._progress, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} files [{elapsed}{postfix}]")
+        self.pace: Pace | None = None  # set by `plan`, once the work is known
+        self._unread: dict[str, int] = {}  # bytes of each file the plan will read, by path
+        self._paths: dict[int, str] = {}  # the path of each track to analyse again
         try:
             indexes = IndexSet(self.catalog, self.settings.data_dir)
             self.summary.index_repairs = {k: v for k, v in indexes.open(self.summary.scan_id).items() if v}
@@ -164,6 +185,7 @@ class Scan:
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             s.error = f"{type(exc).__name__}: {exc}"
         s.batch_sizes = self.indexing.batch_sizes() | s.batch_sizes  # an engine's own figures win
+        s.stage_seconds = {k: round(v, 2) for k, v in (self.indexing.busy | {"write": self._write_seconds}).items()}
         try:
             self.bar.close()
             self._finish(failing=s.error is not None)
@@ -189,12 +211,18 @@ class Scan:
             moves=[(tid, e, read_tags(e.path, e.root)) for tid, e in plan.moves], touches=plan.touches,
             removed=plan.removed, failures=plan.failures, clear_errors=plan.stale_errors,
             files_done=s.files_total - len(plan.index) - len(plan.recaption)))
+        to_read = plan.index + plan.reanalyse
+        self._unread = {j.entry.path: j.entry.size for j in to_read}
+        self._paths = {j.track_id: j.entry.path for j in plan.reanalyse if j.track_id is not None}
+        self.pace = Pace(len(to_read) + len(plan.recaption), sum(self._unread.values()))
         return plan
 
     def commit(self, batch: Batch) -> None:
         """Write one batch (one transaction, then FAISS) and count it in the summary."""
         assert self.writer is not None, "commit outside the scan's with block"
+        started = time.perf_counter()
         done = self.writer.commit(batch)
+        self._write_seconds += time.perf_counter() - started
         s = self.summary
         s.indexed += done.track_ids
         s.recaptioned += [tid for tid, _ in batch.recaptions]
@@ -202,16 +230,26 @@ class Scan:
         s.removed += done.removed
         s.failed += [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in batch.failures]
         s.audio_seconds += batch.audio_seconds
+        s.note(batch)
+        if self.pace is not None:  # the plan's own commit is no work of the pace's
+            # the bytes read, found by path whichever engine read the files
+            paths = [r.entry.path for r in batch.tracks] + [f.path for f in batch.failures] \
+                + [self._paths.get(tid, "") for tid, _ in batch.reanalyses]
+            self.pace.advance(batch.files_done, sum(self._unread.pop(p, 0) for p in paths), batch.audio_seconds)
+        pace = f"{self.pace.figures().text()}, " if self.pace else ""
+        self.bar.set_postfix_str(f"{pace}{len(s.failed)} failed", refresh=False)
         self.bar.update(batch.files_done)
-        self.bar.set_postfix_str(f"{s.audio_seconds / 3600:.2f} h audio, {len(s.failed)} failed", refresh=False)
 
     def index(self, jobs: list[Job], max_seconds: float) -> None:
         """The local engine: decode in `settings.decode_workers` processes, encode and caption here."""
         if not jobs:
             return
         rate, workers = self.indexing.models.encoder.sample_rate, self.settings.decode_workers
-        with DecodePool(workers, rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
+                DecodePool(workers, rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
+            loading = loader.submit(self.indexing.load)  # while the first files decode
             for chunk in _batched(pool.run(jobs), self.commit_every):
+                loading.result()
                 self.commit(self.indexing.results(chunk))
 
     def reanalyse(self, jobs: list[Job], max_seconds: float) -> None:

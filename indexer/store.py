@@ -11,6 +11,8 @@ Schema history (each step has a migration, run by `Catalog.create()` in one tran
   2 -> 3  what the musicnn taggers, tempo and key estimators hear (model/analysis.py): numbers and
           summary words as track columns (empty until the next scan analyses the track), the tags
           as `auto_tags` rows, the tags over time and the embedding in `analyses`.
+  3 -> 4  which library decoded each track (`decoder`: every older track was FFmpeg's, the only one then),
+          and `header_duration`, the length a file's header claims where decoding found another one.
 
 `meta.generation` counts writes that changed a vector; a FAISS manifest that names another
 generation is stale (see indexer/vectors.py).
@@ -41,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -58,6 +60,12 @@ ANALYSIS_COLUMNS = {
     "auto_genre": String(64),  # the likeliest genre when it is heard with confidence
     "analysis_version": String(32),  # model.analysis.analysis_version() of all the above
 }
+# What decoding found out about a track (model/audio.py, indexer/decode.py).
+DECODE_COLUMNS = {
+    "decoder": String(16),  # ffmpeg | libsndfile: the library that read the audio
+    "header_duration": Double(),  # seconds the header claims, where decoding read the whole file and found
+                                  # another length (then stored as `duration`); NULL when they agree
+}
 
 tracks = Table(
     "tracks", metadata,
@@ -68,7 +76,7 @@ tracks = Table(
     Column("mtime", Double, nullable=False),
     Column("fingerprint", String(64)),  # content hash: finds moved files, confirms changed ones
     Column("format", String(16)),
-    Column("duration", Double),  # seconds of the whole file
+    Column("duration", Double),  # seconds of the whole file (decoded, where the header says otherwise)
     Column("indexed_seconds", Double),  # seconds actually encoded (bounded window for very long files)
     Column("title", Text), Column("artist", Text), Column("album", Text), Column("album_artist", Text),
     Column("genre", Text), Column("year", Integer), Column("track_no", Integer),
@@ -78,6 +86,7 @@ tracks = Table(
     Column("profile", String(64)),
     Column("indexed_at", DateTime),
     *(Column(name, kind) for name, kind in ANALYSIS_COLUMNS.items()),
+    *(Column(name, kind) for name, kind in DECODE_COLUMNS.items()),  # last, where migrating adds them
 )
 
 tags = Table(  # every raw tag as read, for display and keyword search
@@ -275,13 +284,24 @@ def _drop_foreign_keys(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE {table.name}__v1"))
 
 
-def _add_analysis_columns(conn: Connection) -> None:
-    """2 -> 3: the analysis columns on tracks (the new tables come from create_all)."""
-    for name, kind in ANALYSIS_COLUMNS.items():
+def _add_columns(conn: Connection, columns: dict) -> None:
+    for name, kind in columns.items():
         conn.execute(text(f"ALTER TABLE tracks ADD COLUMN {name} {kind.compile(dialect=conn.dialect)}"))
 
 
-MIGRATIONS = {1: _drop_foreign_keys, 2: _add_analysis_columns}  # from version -> the step to the next one
+def _add_analysis_columns(conn: Connection) -> None:
+    """2 -> 3: the analysis columns on tracks (the new tables come from create_all)."""
+    _add_columns(conn, ANALYSIS_COLUMNS)
+
+
+def _add_decode_columns(conn: Connection) -> None:
+    """3 -> 4: the decode columns on tracks; before version 4 FFmpeg decoded every track."""
+    _add_columns(conn, DECODE_COLUMNS)
+    conn.execute(text("UPDATE tracks SET decoder = 'ffmpeg'"))
+
+
+# from version -> the step to the next one
+MIGRATIONS = {1: _drop_foreign_keys, 2: _add_analysis_columns, 3: _add_decode_columns}
 
 
 def generation(conn: Connection) -> int:

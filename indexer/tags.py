@@ -18,6 +18,10 @@ MAX_RAW_CHARS = 1000  # each raw tag value kept for keyword search
 MAX_RAW_TAGS = 64
 MAX_KEY_CHARS = 64
 MAX_DURATION = 7 * 24 * 3600.0
+# How far a header's duration may be from the decoded one before the header is overruled: encoder delay
+# and padding, and mutagen's bitrate estimate for an MP3 without a Xing frame, are not worth a note.
+DURATION_SLACK_SECONDS = 1.0
+DURATION_SLACK_FRACTION = 0.05
 
 # Lower-cased tag keys of ID3, Vorbis comments, MP4 atoms, ASF and APEv2, per field.
 _KEYS = {
@@ -38,6 +42,12 @@ _DISC_FOLDER = re.compile(r"^(cd|dis[ck])\s*\d+$", re.IGNORECASE)
 
 @dataclass
 class TrackTags:
+    """What reading a file says about its track: its tags, its length, and which library decoded it.
+
+    The decode workers fill in what only decoding finds (indexer/decode.py), so all of it travels
+    together to the catalog row, whichever engine ran the scan.
+    """
+
     title: str | None = None
     artist: str | None = None
     album: str | None = None
@@ -45,8 +55,18 @@ class TrackTags:
     genre: str | None = None
     year: int | None = None
     track_no: int | None = None
-    duration: float | None = None  # seconds, from the container header when it has one
+    duration: float | None = None  # seconds: the header's, or decoding's where they disagree (`settle_duration`)
+    header_duration: float | None = None  # the header's figure where decoding found another length, else None
+    decoder: str | None = None  # the library that decoded the audio (model.audio: "ffmpeg" | "libsndfile")
     raw: dict[str, str] = field(default_factory=dict)  # every readable tag, cleaned
+
+    def settle_duration(self, decoded: float) -> None:
+        """Take the length of the file decoded to its end: it wins where the header has none or claims another
+        (a WAV whose header promises 4 GB may hold one second), and the header's figure is kept beside it."""
+        if self.duration is not None and abs(self.duration - decoded) <= max(
+                DURATION_SLACK_SECONDS, DURATION_SLACK_FRACTION * decoded):
+            return
+        self.header_duration, self.duration = self.duration, decoded
 
     def columns(self) -> dict:
         """The values of the matching `tracks` columns."""

@@ -208,10 +208,11 @@ class Writer:
 
 
 def _tag_columns(tag: TrackTags) -> dict:
+    """The columns a moved file's tags update: not what decoding found (duration, decoder), since a move keeps
+    the content, and the header's duration, read again, would undo a length that decoding corrected."""
     cols = tag.columns()
-    cols.pop("duration")
-    if tag.duration is not None:
-        cols["duration"] = tag.duration
+    for name in ("duration", "header_duration", "decoder"):
+        cols.pop(name)
     return cols
 
 

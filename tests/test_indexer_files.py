@@ -165,6 +165,8 @@ def test_an_old_catalog_is_migrated_not_silently_used(tmp_path):
         assert conn.execute(select(tags.c.value)).scalar() == "A"
         # version 3's analysis columns: empty, so the next scan analyses the track
         assert conn.execute(select(tracks.c.analysis_version, tracks.c.bpm, tracks.c.tonic)).one() == (None, None, None)
+        # version 4's decode columns: FFmpeg decoded every track before there was another decoder
+        assert conn.execute(select(tracks.c.decoder, tracks.c.header_duration)).one() == ("ffmpeg", None)
     with catalog.write() as conn:  # what version 1 could not do: drop a track with its child rows
         for table in (tags, embeddings, captions):
             conn.execute(delete(table).where(table.c.track_id == 1))

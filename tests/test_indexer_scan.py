@@ -65,6 +65,8 @@ def test_rescan_does_exactly_the_work_that_changed(audio_library, indexer_settin
     first = scan([str(lib.root)], indexer_settings, indexer_models.profile, **run)
     assert first.state == "finished" and first.failed == [] and len(first.indexed) == 6
     assert len(encoded) == 6
+    stages = ("decode", "analysis", "encode", "caption", "write")  # where the time went, the decoders' included
+    assert all(first.stage_seconds[stage] > 0 for stage in stages), first.stage_seconds
     ids = {os.path.basename(p): i for i, p in _rows(indexer_settings, "SELECT id, path FROM tracks")}
     assert _assert_consistent(indexer_settings) == sorted(ids.values())
     title, artist, album = _rows(indexer_settings, f"SELECT title, artist, album FROM tracks WHERE id = {ids['01 Keep.flac']}")[0]

@@ -6,13 +6,15 @@ read back from the catalog's scans table by a fragment that refreshes itself whi
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import streamlit as st
 
-from ui.render import md_escape
+from ui.render import fmt_duration, md_escape
 from ui.views.common import AppContext
 
 REFRESH_SECONDS = 2.0
@@ -50,6 +52,32 @@ def _scan_controls(ctx: AppContext, running: bool) -> None:
               icon=":material/sync:", help="A scan is already running" if busy else "Index new and changed files")
 
 
+class ScanPace(NamedTuple):
+    audio_hours: float
+    realtime: float | None  # audio seconds indexed per wall second since the scan started
+    eta_seconds: float | None  # as of the scan's last commit
+
+
+def pace(scan: dict, since: tuple[dt.datetime, int] | None) -> ScanPace:
+    """A running scan's figures from its `scans` row; files per second between `since` (the heartbeat and
+    files done of an earlier row of the same scan) and this row.
+
+    The terminal's bar (indexer/progress.py) times the bytes it reads over a recent window; this page has
+    only the row, which the writer updates once per batch, and `ui/` does not import `indexer/`, so the
+    figures are computed here. A rescan counts its unchanged files done at once, so the files per second
+    are measured between two rows seen, not from the scan's start.
+    """
+    audio, done = scan.get("audio_seconds") or 0.0, scan.get("files_done") or 0
+    started, beat = scan.get("started_at"), scan.get("heartbeat")
+    elapsed = (beat - started).total_seconds() if started and beat else 0.0
+    eta = None
+    if since is not None and beat:
+        span, files = (beat - since[0]).total_seconds(), done - since[1]
+        if span > 0 and files > 0:
+            eta = max((scan.get("files_total") or 0) - done, 0) * span / files
+    return ScanPace(audio / 3600, audio / elapsed if elapsed > 0 else None, eta)
+
+
 def _progress(scan: dict | None) -> bool:
     """Draw the latest scan's state; True while it is running."""
     if not scan:
@@ -57,7 +85,17 @@ def _progress(scan: dict | None) -> bool:
         return False
     total, done = scan.get("files_total") or 0, scan.get("files_done") or 0
     if scan.get("state") == "running":
-        st.progress(min(done / total, 1.0) if total else 0.0, text=f"Scanning: {done} of {total or '?'} files")
+        seen = f"scan-{scan.get('id')}-first-seen"
+        if done and scan.get("heartbeat") and seen not in st.session_state:  # what the plan counted done is in it
+            st.session_state[seen] = (scan["heartbeat"], done)
+        figures = pace(scan, st.session_state.get(seen))
+        speed = "--" if figures.realtime is None else f"{figures.realtime:.1f}"
+        left = "after the next batch" if figures.eta_seconds is None else fmt_duration(figures.eta_seconds)
+        st.progress(min(done / total, 1.0) if total else 0.0,
+                    text=f"Scanning: {done} of {total or '?'} files · {figures.audio_hours:.2f} h audio · "
+                         f"{speed}x realtime · ETA {left}")
+        st.caption("x realtime: audio seconds indexed per second since the scan started. ETA: the files left "
+                   "at the pace this page has seen, as of the scan's last commit.")
         return True
     started = scan.get("started_at")
     st.caption(f"Last scan {scan.get('state')}: {done} of {total} files"
