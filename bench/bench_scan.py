@@ -1,79 +1,148 @@
-"""Scan throughput in audio seconds per wall second, from 10 tracks up to --max-tracks, as a markdown table.
+"""A whole scan of a library of 3-5-minute tracks in six formats, before and after, on this machine.
 
-    python bench/bench_scan.py [--max-tracks 200] [--seconds 30] [--workers 1] [--max-new-tokens N]
+    python bench/bench_scan.py [--tracks 24] [--baseline REV] [--profile lite] [--library DIR]
 
-Synthetic tracks in five formats are written once (not timed); each size is then scanned into a fresh
-data dir with the models already loaded, so the numbers are decode + encode + caption + embed +
-commit. Without trained adapter weights a fresh adapter is used: the same cost per token. Not a test.
+For the working tree and, with --baseline, a git revision (checked out in a temporary worktree), in one
+run on one machine:
+
+- the scan as a user runs it: `python -m indexer scan LIB --json` into a fresh data dir, timed from
+  outside the process (Python start and model loading included): wall seconds and x realtime;
+- what each stage costs: every track decoded, analysed, encoded and captioned one after the other in
+  one process on one thread (CPU seconds per audio hour, and each stage's share), so the two revisions'
+  stages compare on equal terms; the scan's own `stage_seconds` (busy seconds per stage, stages
+  overlapping) where the revision reports them.
+
+The library is written once into --library (synthetic pieces, `tests.conftest.write_audio`) and reused.
+Model weights come from the shared cache (`model prepare` converts them once, not timed). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from indexer.indexing import Models  # noqa: E402
-from indexer.pipeline import scan  # noqa: E402
-from model.config import ModelNotFoundError, load_profile, resolve_path  # noqa: E402
-from model.settings import load_settings  # noqa: E402
-from tests.conftest import MODELS_DIR, write_audio  # noqa: E402
+FORMATS = ("flac", "mp3", "ogg", "opus", "m4a", "wav")
 
-FORMATS = ("flac", "mp3", "ogg", "wav", "m4a")
+# Runs inside the revision's tree: its own decoder and models, one track at a time, one thread.
+STAGES = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from model.audio import decode_audio
+from model.config import load_profile
+from model.settings import load_settings
+from indexer.indexing import Indexing, Models
+profile = load_profile(sys.argv[1]); settings = load_settings(data_dir=sys.argv[2])
+models = Models(profile, settings)
+indexing = Indexing(models, settings, greedy=True)
+rate = models.encoder.sample_rate
+warm = decode_audio(sys.argv[3], rate, 5.0)  # loads every model, untimed
+(_, heard), = indexing.analyze([warm])[0]
+indexing.caption([indexing.encode([warm])[0][0][1].tokens], [heard])
+costs = {"decode": 0.0, "analysis": 0.0, "encode": 0.0, "caption": 0.0}
+audio = 0.0
+for path in sys.argv[3:]:
+    t0 = time.process_time(); wave = decode_audio(path, rate, settings.max_track_seconds)
+    t1 = time.process_time(); (_, heard), = indexing.analyze([wave])[0]
+    t2 = time.process_time(); (_, enc), = indexing.encode([wave])[0]
+    t3 = time.process_time(); indexing.caption([enc.tokens], [heard])
+    t4 = time.process_time()
+    for stage, spent in zip(costs, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        costs[stage] += spent
+    audio += wave.size / rate
+print(json.dumps({"audio_seconds": audio, "cpu_seconds": costs}))
+"""
 
 
-def sizes(largest: int) -> list[int]:
-    steps = [n for n in (10, 20, 50, 100, 200, 500, 1000, 2000) if n < largest]
-    return steps + [largest]
+def library(folder: Path, n: int) -> list[Path]:
+    """n tracks of 180-300 s, formats in turn, in artist/album folders; written once."""
+    from tests.conftest import write_audio
+
+    files = []
+    for i in range(n):
+        path = folder / f"Artist {i % 5}" / f"Album {i % 3}" / f"{i + 1:02d} Track.{FORMATS[i % len(FORMATS)]}"
+        if not path.exists():
+            write_audio(path, 180 + (i * 47) % 121, seed=i)
+        files.append(path)
+    return files
+
+
+def run_scan(tree: Path, lib: Path, data: Path, cache: Path, profile: str) -> dict:
+    env = os.environ | {"MUSILINGO_CACHE_DIR": str(cache), "PYTHONPATH": str(tree)}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "indexer", "scan", str(lib), "--json", "--profile", profile,
+                          "--data-dir", str(data)], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    summary = json.loads(out.stdout)
+    if summary["counts"]["failed"]:
+        raise SystemExit(f"{tree}: {summary['counts']['failed']} files failed: {summary['failed'][0]}")
+    return {"wall": wall, "audio": summary["audio_seconds"], "stage_seconds": summary.get("stage_seconds")}
+
+
+def run_stages(tree: Path, files: list[Path], data: Path, cache: Path, profile: str) -> dict:
+    env = os.environ | {"MUSILINGO_CACHE_DIR": str(cache), "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", STAGES, profile, str(data), *map(str, files)], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tracks", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic track")
-    parser.add_argument("--workers", type=int, default=1, help="decode worker processes")
+    parser.add_argument("--tracks", type=int, default=24)
+    parser.add_argument("--baseline", help="a git revision to measure beside the working tree")
     parser.add_argument("--profile", default="lite")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="caption length cap (default: profile)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--library", type=Path, default=Path(tempfile.gettempdir()) / "bench-scan-library")
+    parser.add_argument("--cache-dir", type=Path, help="model cache (default: the settings' cache dir)")
     args = parser.parse_args(argv)
 
-    profile = load_profile(args.profile)
-    try:
-        if profile.adapter:
-            resolve_path(profile.adapter)
-    except ModelNotFoundError:
-        print(f"note: {profile.adapter} not found, using a fresh adapter (same speed)", file=sys.stderr)
-        profile = load_profile(args.profile, adapter="")
+    from model.settings import load_settings
+
+    cache = args.cache_dir or load_settings().cache_dir
+    files = library(args.library, args.tracks)
     work = Path(tempfile.mkdtemp(prefix="bench-scan-"))
+    trees = [("working tree", ROOT)]
     try:
-        files = [write_audio(work / "lib" / f"Artist {i % 7}" / f"Album {i % 3}" / f"{i + 1:03d} Track.{FORMATS[i % 5]}",
-                             args.seconds, seed=i) for i in range(args.max_tracks)]
-        base = load_settings(data_dir=work / "data-0", decode_workers=args.workers, device=args.device)
-        models = Models(profile, base)
-        models.encoder, models.musilingo, models.text  # load before timing  # noqa: B018
-        print(f"profile {profile.name}, {args.seconds:g} s tracks, {args.workers} decode workers, "
-              f"device {base.resolved_device()}, captions up to {args.max_new_tokens or profile.max_new_tokens} tokens\n")
-        print("| tracks | audio s | wall s | audio s / wall s | tracks / s |")
-        print("|---:|---:|---:|---:|---:|")
-        for n in sizes(args.max_tracks):
-            data = work / f"data-{n}"
-            data.mkdir()
-            (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
-            settings = load_settings(data_dir=data, decode_workers=args.workers, device=args.device)
-            started = time.perf_counter()
-            summary = scan([str(f) for f in files[:n]], settings, profile, models=models, greedy=True,
-                           max_new_tokens=args.max_new_tokens)
-            wall = time.perf_counter() - started
-            if summary.failed:
-                print(f"warning: {len(summary.failed)} files failed: {summary.failed[0]}", file=sys.stderr)
-            print(f"| {n} | {summary.audio_seconds:.0f} | {wall:.1f} | {summary.audio_seconds / wall:.1f} "
-                  f"| {n / wall:.2f} |", flush=True)
+        if args.baseline:
+            base = work / "baseline"
+            subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=ROOT, check=True,
+                           capture_output=True)
+            trees.insert(0, (f"baseline {args.baseline}", base))
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, profile {args.profile}, "
+              f"{len(files)} tracks, formats {', '.join(FORMATS)}\n")
+        rows = []
+        for name, tree in trees:
+            scan = run_scan(tree, args.library, work / f"data-{len(rows)}", cache, args.profile)
+            stages = run_stages(tree, files, work / f"stages-{len(rows)}", cache, args.profile)
+            rows.append((name, scan, stages))
+            print(f"{name}: {scan['audio'] / 3600:.2f} h audio in {scan['wall']:.1f} s: "
+                  f"{scan['audio'] / scan['wall']:.0f}x realtime", flush=True)
+        print("\n| revision | audio h | scan wall s | x realtime | decode | analysis | encode | caption |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, scan, stages in rows:
+            cpu, hours = stages["cpu_seconds"], stages["audio_seconds"] / 3600
+            total = sum(cpu.values())
+            cells = " | ".join(f"{cpu[s] / hours:.0f} s/h ({100 * cpu[s] / total:.0f} %)" for s in cpu)
+            print(f"| {name} | {scan['audio'] / 3600:.2f} | {scan['wall']:.1f} | {scan['audio'] / scan['wall']:.0f} "
+                  f"| {cells} |")
+        for name, scan, _ in rows:
+            if scan["stage_seconds"]:
+                busy = ", ".join(f"{k} {v:.1f} s" for k, v in scan["stage_seconds"].items())
+                print(f"\n{name}, the scan's busy seconds per stage (overlapping): {busy}")
     finally:
+        if args.baseline:
+            subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], cwd=ROOT,
+                           capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
+from typing import Any
 
 import numpy as np
 import soxr
@@ -34,6 +37,7 @@ from model.batching import (
     initial_batch_size,
 )
 from model.config import Profile
+from model.runtime import keep_freed_memory
 from model.settings import Settings
 
 FRAMES_PER_SECOND = 75  # encoder frames per second of audio, both encoders: sizes a caption row's audio tokens
@@ -41,14 +45,17 @@ FRAMES_PER_SECOND = 75  # encoder frames per second of audio, both encoders: siz
 
 class Models:
     """The encoder, MusiLingo, text embedder and analyzer (musicnn, tempo, key) of one profile, loaded on first
-    use (a no-op scan loads none)."""
+    use (a no-op scan loads none), and once: a scan loads them in a thread while its first files decode, and a
+    stage that asks meanwhile waits for that load instead of starting its own."""
+
+    NAMES = ("encoder", "musilingo", "analyzer", "text")
 
     def __init__(self, profile: Profile, settings: Settings, encoder=None, musilingo=None, text=None,
                  analyzer=None) -> None:
         self.profile, self.settings = profile, settings
-        for name, given in (("encoder", encoder), ("musilingo", musilingo), ("text", text), ("analyzer", analyzer)):
-            if given is not None:
-                self.__dict__[name] = given  # cached_property reads the instance dict first
+        given = {"encoder": encoder, "musilingo": musilingo, "analyzer": analyzer, "text": text}
+        self._loaded = {name: model for name, model in given.items() if model is not None}
+        self._locks = {name: threading.Lock() for name in self.NAMES}
         if encoder is not None and encoder.version() != profile.version("encoder"):
             raise ValueError(f"encoder {encoder.version()} does not match profile {profile.name} "
                              f"({profile.version('encoder')}): stored versions would lie")
@@ -56,31 +63,37 @@ class Models:
             raise ValueError(f"MusiLingo was built for pipeline {musilingo.profile.version()}, the profile "
                              f"{profile.name} is {profile.version()}: stored versions would lie")
 
-    @cached_property
+    def _once(self, name: str, load: Callable[[], Any]) -> Any:
+        with self._locks[name]:
+            if name not in self._loaded:
+                self._loaded[name] = load()
+            return self._loaded[name]
+
+    @property
     def encoder(self):
         from model.encoder import Encoder
 
-        return Encoder.from_profile(self.profile, self.settings.resolved_device(), self.settings.encode_batch_size)
+        return self._once("encoder", lambda: Encoder.from_profile(
+            self.profile, self.settings.resolved_device(), self.settings.encode_batch_size))
 
-    @cached_property
+    @property
     def musilingo(self):
         from model.musilingo import MusiLingo
 
-        return MusiLingo.from_profile(self.profile, self.settings.resolved_device(),
-                                      cache_dir=self.settings.models_dir, with_encoder=False)
+        return self._once("musilingo", lambda: MusiLingo.from_profile(
+            self.profile, self.settings.resolved_device(), cache_dir=self.settings.models_dir, with_encoder=False))
 
-    @cached_property
+    @property
     def analyzer(self):
         from model.analysis import Analyzer
 
-        return Analyzer(self.settings.models_dir, self.settings.resolved_device())
+        return self._once("analyzer", lambda: Analyzer(self.settings.models_dir, self.settings.resolved_device()))
 
-    @cached_property
+    @property
     def text(self):
         from model.textembed import TextEmbedder
 
-        return TextEmbedder(self.profile.text_embedder, self.settings.resolved_device())
-
+        return self._once("text", lambda: TextEmbedder(self.profile.text_embedder, self.settings.resolved_device()))
 
 
 def file_failure(entry: FileEntry, track_id: int | None, stage: str, reason: str, retry: bool = False) -> Failure:
@@ -94,6 +107,17 @@ def file_failure(entry: FileEntry, track_id: int | None, stage: str, reason: str
         return Failure(entry.path, entry.root, stage, reason)
     return Failure(entry.path, entry.root, stage, reason, entry.size, entry.mtime, track_id)
 
+
+
+def _settle(analysing: Future, encoding: Future, n: int) -> list[
+        tuple[TrackAnalysis | None, Encoded | None, tuple[str, Failed[int]] | None]]:
+    """(analysis, tokens, None) for each of `n` waves, or (.., .., (stage, `Failed`)) for one that failed,
+    the analysis's failure first."""
+    analysed, bad_analysis = analysing.result()
+    encoded, bad_tokens = encoding.result()
+    heard, tokens = dict(analysed), dict(encoded)
+    failed = {f.item: ("encode", f) for f in bad_tokens} | {f.item: ("analysis", f) for f in bad_analysis}
+    return [(heard.get(i), tokens.get(i), failed.get(i)) for i in range(n)]
 
 
 @dataclass
@@ -124,24 +148,27 @@ class Indexing:
                  max_new_tokens: int | None = None) -> None:
         self.models, self.settings, self.profile = models, settings, models.profile
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
+        keep_freed_memory()  # track after track allocates the same large tensors
         # seconds each stage ran (stages overlap; decoding's in the decoders' processes): where a scan's time went
         self.busy: dict[str, float] = {}
+        self._busy_lock = threading.Lock()
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
-        """Count the block's wall time as `stage`'s in `busy`."""
+        """Count the block's wall time as `stage`'s in `busy` (from any thread)."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.busy[stage] = self.busy.get(stage, 0.0) + time.perf_counter() - start
+            with self._busy_lock:
+                self.busy[stage] = self.busy.get(stage, 0.0) + time.perf_counter() - start
 
     def load(self) -> None:
-        """Load every model a scan with this profile runs: called in a thread while the first files decode."""
-        with self.timed("load"):
-            self.models.analyzer, self.models.encoder, self.models.text  # noqa: B018
-            if self.profile.caption_source != "analysis":
-                self.models.musilingo  # noqa: B018
+        """Load every model a scan with this profile runs, in the order the stages want them: a scan calls this
+        in a thread while its first files decode (a stage wanting a model meanwhile waits for it)."""
+        for name in ("analyzer", "encoder", "text") + (() if self.profile.caption_source == "analysis"
+                                                       else ("musilingo",)):
+            getattr(self.models, name)
 
     @cached_property
     def encode_batch(self) -> AdaptiveBatch:
@@ -239,49 +266,101 @@ class Indexing:
     def heard(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, TrackAnalysis, Encoded]],
                                                       list[tuple[int, str, Failed[int]]]]:
         """Each wave's analysis and tokens, by position; a wave either fails gives (position, stage, `Failed`),
-        the analysis's failure first.
+        the analysis's failure first. Both models run at once, as `stream` runs them."""
+        threads, one_thread, per_track = self._model_threads()
+        parts = [[i] for i in range(len(waves))] if per_track else [list(range(len(waves)))]
+        with ThreadPoolExecutor(threads, thread_name_prefix="models") as pool:
+            hearing = [(part, self._submit(pool, [waves[i] for i in part], one_thread)) for part in parts]
+            heard = [(part[k], *out) for part, futures in hearing for k, out in enumerate(_settle(*futures, len(part)))]
+        return ([(i, analysis, enc) for i, analysis, enc, failure in heard if failure is None],
+                [(i, *failure) for i, _, _, failure in heard if failure is not None])
 
-        The analysis runs in a second thread while this one encodes: neither model keeps a CPU busy on its
-        own at one OpenMP thread, and more threads per model lose to the contention (docs/benchmarks.md,
-        "Scan throughput"), so on a CPU each keeps its share of the cores apart from the decoders'.
+    def stream(self, decoded: Iterable[Decoded], every: int) -> Iterator[Batch]:
+        """The writer's batches for files as they decode: `every` files each, in the order they came.
+
+        Each file's analysis and encoding start as soon as it is decoded (on a GPU: every `every` files at
+        once, for the batching), so the models neither wait for a whole batch to decode nor idle at a
+        batch's end while its last track finishes. On a CPU each task runs on one OpenMP thread, on as
+        many threads as the decoders leave cores (two at least): neither model keeps a core busy with more
+        (docs/benchmarks.md, "Scan throughput").
         """
-        with self.timed("load"):  # here, not raced by the two threads
+        threads, one_thread, per_track = self._model_threads()
+        hearing: deque[tuple[list[Decoded], tuple[Future, Future]]] = deque()
+        heard: list[tuple[Decoded, TrackAnalysis | None, Encoded | None, tuple[str, Failed] | None]] = []
+        group: list[Decoded] = []
+
+        def settle_first() -> None:
+            files, futures = hearing.popleft()
+            audio = [d for d in files if d.error is None]
+            outcome = iter(_settle(*futures, len(audio)))
+            heard.extend((d, None, None, None) if d.error is not None else (d, *next(outcome)) for d in files)
+
+        def ready() -> Iterator[Batch]:
+            while len(heard) >= every:
+                yield self._batch(heard[:every])
+                del heard[:every]
+
+        def begin(files: list[Decoded]) -> None:
+            hearing.append((files, self._submit(pool, [f.wave for f in files if f.error is None], one_thread)))
+
+        most = 2 * every if per_track else 2  # groups begun and not settled: a bound on the waves held
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="models")
+        try:
+            for d in decoded:
+                group.append(d)
+                if per_track or len(group) == every:
+                    begin(group)
+                    group = []
+                while hearing and (all(f.done() for f in hearing[0][1]) or len(hearing) > most):
+                    settle_first()
+                    yield from ready()
+            if group:
+                begin(group)
+            while hearing:
+                settle_first()
+                yield from ready()
+        finally:  # on Ctrl-C or an error, the tracks not begun are not begun
+            pool.shutdown(wait=True, cancel_futures=True)
+        if heard:
+            yield self._batch(heard)
+
+    def _model_threads(self) -> tuple[int, Callable[[], AbstractContextManager], bool]:
+        """(threads, the context each model task runs in, one task per track?) for this device."""
+        with self.timed("load"):  # apart from the stages' own time
             self.models.analyzer, self.models.encoder  # noqa: B018
-        with ThreadPoolExecutor(1, thread_name_prefix="analysis") as pool:
-            analysing = pool.submit(self.analyze, waves)
-            with self._encoder_threads():
-                encoded, bad_tokens = self.encode(waves)
-            analysed, bad_analysis = analysing.result()
-        failed = [(f.item, "analysis", f) for f in bad_analysis]
-        failed += [(f.item, "encode", f) for f in bad_tokens if f.item not in {i for i, _, _ in failed}]
-        heard, tokens = dict(analysed), dict(encoded)
-        return [(i, heard[i], tokens[i]) for i in sorted(heard.keys() & tokens.keys())], failed
-
-    def _encoder_threads(self) -> AbstractContextManager:
-        """The encoder's OpenMP threads on a CPU: the cores the decoders and the analysis thread leave."""
         if self.models.encoder.device != "cpu":
-            return nullcontext()
+            return 2, nullcontext, False
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        spare = max(1, cores - max(self.settings.decode_workers, 0) - 1)
-        return ThreadpoolController().limit(limits=spare, user_api="openmp")
+        limit = ThreadpoolController().limit
+        return max(2, cores - self.settings.decode_workers), partial(limit, limits=1, user_api="openmp"), True
 
-    def results(self, decoded: list[Decoded]) -> Batch:
-        """The writer's batch for decoded files: analysed, encoded and captioned tracks, and a failure for each
-        other file."""
-        batch = Batch(files_done=len(decoded))
-        audio = self._audio(decoded, batch)
-        heard, bad = self.heard([d.wave for d in audio])
-        batch.failures += [self._failure(audio[i].job, stage, f) for i, stage, f in bad]
-        captioned, bad = self.caption([enc.tokens for _, _, enc in heard], [a for _, a, _ in heard])
-        batch.failures += [self._failure(audio[heard[f.item][0]].job, "caption", f) for f in bad]
+    def _submit(self, pool: ThreadPoolExecutor, waves: list[np.ndarray],
+                context: Callable[[], AbstractContextManager]) -> tuple[Future, Future]:
+        """The analysis and the encoding of `waves`, as two tasks."""
+        def run(stage: Callable) -> tuple[list, list[Failed[int]]]:
+            with context():
+                return stage(waves)
+
+        return pool.submit(run, self.analyze), pool.submit(run, self.encode)
+
+    def _batch(self, heard: list[tuple[Decoded, TrackAnalysis | None, Encoded | None, tuple[str, Failed] | None]]
+               ) -> Batch:
+        """The writer's batch for decoded files and what the models made of them: captioned tracks, and a
+        failure for each other file."""
+        batch = Batch(files_done=len(heard))
+        self._audio([d for d, *_ in heard], batch)
+        batch.failures += [self._failure(d.job, *failure) for d, _, _, failure in heard if failure is not None]
+        good = [(d, analysis, enc) for d, analysis, enc, failure in heard
+                if d.error is None and failure is None]
+        captioned, bad = self.caption([enc.tokens for _, _, enc in good], [a for _, a, _ in good])
+        batch.failures += [self._failure(good[f.item][0].job, "caption", f) for f in bad]
         version = self.profile.version("encoder")
         for i, cap in captioned:
-            k, analysis, enc = heard[i]
-            job = audio[k].job
+            d, analysis, enc = good[i]
             batch.tracks.append(TrackResult(
-                entry=job.entry, fingerprint=job.fingerprint, tags=audio[k].tags, indexed_seconds=enc.seconds,
+                entry=d.job.entry, fingerprint=d.job.fingerprint, tags=d.tags, indexed_seconds=enc.seconds,
                 profile=self.profile.name, encoder_version=version, tokens=enc.tokens, vector=enc.vector,
-                caption=cap, analysis=analysis, track_id=job.track_id))
+                caption=cap, analysis=analysis, track_id=d.job.track_id))
             batch.audio_seconds += enc.seconds
         return batch
 
@@ -304,7 +383,8 @@ class Indexing:
 
     def _audio(self, decoded: list[Decoded], batch: Batch) -> list[Decoded]:
         """The files that decoded; a failure in `batch` for each other file."""
-        self.busy["decode"] = self.busy.get("decode", 0.0) + sum(d.seconds for d in decoded)
+        with self._busy_lock:
+            self.busy["decode"] = self.busy.get("decode", 0.0) + sum(d.seconds for d in decoded)
         batch.failures += [file_failure(d.job.entry, d.job.track_id, "decode", d.error)
                            for d in decoded if d.error is not None]
         return [d for d in decoded if d.error is None]

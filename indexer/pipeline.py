@@ -248,9 +248,9 @@ class Scan:
         with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
                 DecodePool(workers, rate, max_seconds, ahead=self.commit_every + 2 * workers) as pool:
             loading = loader.submit(self.indexing.load)  # while the first files decode
-            for chunk in _batched(pool.run(jobs), self.commit_every):
-                loading.result()
-                self.commit(self.indexing.results(chunk))
+            for batch in self.indexing.stream(pool.run(jobs), self.commit_every):
+                self.commit(batch)
+            loading.result()  # a model that failed to load and no stage asked for again still says why
 
     def reanalyse(self, jobs: list[Job], max_seconds: float) -> None:
         """Decode and analyse tracks again (a new tagger or estimator, or a catalog from before the analysis),

@@ -29,7 +29,7 @@ from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, log_mel, patch
 from model.tempo_key import TEMPO_KEY_VERSION, estimate_key, estimate_tempo
 
 TAGGERS = ("MTT_musicnn", "MSD_musicnn")
-MAX_PATCHES = 10
+MAX_PATCHES = 6  # per tagger and track, spread over it: what fewer cost in accuracy is in docs/benchmarks.md, "Scan throughput"
 ANALYSIS_REVISION = 1  # bump when this module changes what it computes
 
 

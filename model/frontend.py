@@ -137,10 +137,15 @@ class LiteFrontend(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() == 1:
             wave = wave[None]
-        n = wave.shape[-1]
-        t = num_frames(n)
-        if t == 0:
+        if num_frames(wave.shape[-1]) == 0:
             return wave.new_zeros(wave.shape[0], 0, self.dim)
+        # One clip at a time: batching buys nothing here (every step already spans the clip's frames), and a
+        # batch's spectra outgrow the sizes the allocator keeps for reuse, so each step faults its memory in
+        # anew (see model.runtime.keep_freed_memory).
+        return torch.cat([self._features(w[None]) for w in wave])
+
+    def _features(self, wave: torch.Tensor) -> torch.Tensor:
+        t = num_frames(wave.shape[-1])
         # Pad so frame i is centred on sample HOP*i + RECEPTIVE_FIELD/2, as MERT's frames are.
         left = N_FFT // 2 - RECEPTIVE_FIELD // 2
         padded = F.pad(wave.float(), (left, N_FFT // 2))
