@@ -1,7 +1,8 @@
 """Model speed and memory on this machine (issue: model core).
 
-1. Caption a 30 s clip with the `lite` profile, cold start excluded: decode + encode + caption, as
-   `python -m model caption` does (the profile's caption template: 42 sentences scored). Baselines in
+1. Caption a 30 s clip with the `lite` profile's adapter, cold start excluded: decode + encode +
+   caption by the profile's caption template (42 sentences scored), as `training eval` does; `lite`
+   shows captions written from the analysis instead (`caption_source`). Baselines in
    the same process: the same tokens captioned by free greedy generation, and the LLM generating as
    many tokens as the caption has from a text-only prompt, so the ratios show what the template and
    the audio path add.
@@ -9,6 +10,7 @@
    estimate for MERT-v1-330M attention.
 
 Usage: python bench/bench_model.py [--greedy] [--minutes 20]
+Figures: docs/benchmarks.md, "Model: caption speed and memory".
 """
 
 from __future__ import annotations

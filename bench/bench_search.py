@@ -18,8 +18,8 @@ about recall). Then, in one process:
   the same with the keyword stage run before the query embedding instead of beside it, and with the
   query embedded on torch's threads instead of one, each alternating per query; where a filtered query's time goes (the filter's id list, the vector search over
   it); then after a scan's last bookkeeping write (the snapshot checked once against the catalog and
-  kept warm), and after a write that changes the tracks, as during a scan, when every query opens the
-  catalog;
+  kept warm), and during a scan (search_situations.during_scan: commits of new tracks the snapshot
+  lacks, and, as the baseline, every search reading the catalog);
 - DuckDB on the catalog itself: opening it, a filter's id list, the tracks-captions-tags join the
   snapshot is built from, `stats()` and `facets()`;
 - RSS of the process while serving, and its peak;
@@ -34,6 +34,8 @@ the snapshot rebuilt if it is of an older version or out of step, and its text i
 the vectors the index stores, on the bench's query texts.
 
     python bench/bench_search.py --data-dir /tmp/bsk/n1000000
+
+Figures: docs/benchmarks.md, "Search latency at catalog size".
 """
 
 from __future__ import annotations

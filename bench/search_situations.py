@@ -143,7 +143,8 @@ def query_embedding_threads(engine, texts: list[str]) -> dict:
 
 
 # Pauses before a query, as between a person's searches. Everything else here runs queries back to
-# back; on this VM the CPUs are slow to come back from idle (docs/benchmarks.md, session 5).
+# back; on this VM the CPUs are slow to come back from idle (docs/benchmarks.md, "Search latency at
+# catalog size").
 IDLE_PAUSES_S = (0.0, 0.1, 0.3, 1.0)
 
 

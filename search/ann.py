@@ -17,9 +17,9 @@ import numpy as np
 from indexer.vectors import IndexFileError, index_kind, load_index, manifest_path, read_manifest
 
 # Up to this many allowed tracks are scored exactly: 20,000 x 384 floats is a 30 MB gather and a
-# matrix-vector product, about 13 ms on one core. Beyond it (2% of a million tracks) HNSW walks the
-# graph skipping tracks outside the filter; measured on clustered vectors, its top 20 hold 94-97% of the
-# exact top 20 when a tenth of the catalog passes, 100% from a third (docs/benchmarks.md).
+# matrix-vector product. Beyond it (2% of a million tracks) HNSW walks the graph skipping tracks outside
+# the filter, much faster than scoring the allowed vectors and nearly as exact on clustered vectors (times
+# and recall: docs/benchmarks.md, "Why the search path is built this way").
 EXACT_SUBSET_MAX = 20_000
 # efSearch per neighbour asked for: a beam twice the result list keeps deep lists (500) accurate.
 HNSW_EF_FACTOR = 2

@@ -144,7 +144,7 @@ class SearchEngine:
     def follow_catalog(self, interval: float = 1.0) -> None:
         """Copy each scan commit for the warm keyword snapshot in the background (every `interval`
         seconds), for a long-running process such as the UI's: otherwise the first search after each
-        commit makes the copy itself (about 0.2 s at a million tracks, docs/benchmarks.md)."""
+        commit makes the copy itself (docs/benchmarks.md, "Why the search path is built this way")."""
         self.reader().follow(interval)
 
     # -- search ----------------------------------------------------------------------------------------
@@ -264,7 +264,8 @@ class SearchEngine:
                 like_words = []  # the snapshot holds every track: BM25 covers them all
         params = dict(q.params)
         # The filters are evaluated once: their ids restrict the vector search and, as a registered
-        # table, the ranking SQL (evaluating them again there cost 15 ms at a million tracks).
+        # table, the ranking SQL (evaluating them again there cost as much again; docs/benchmarks.md,
+        # "Why the search path is built this way").
         allowed = self._allowed(db, tracks, q.filters, q.filter_sql, params)
         params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
         if allowed is not None:
@@ -286,8 +287,8 @@ class SearchEngine:
             db.register(ALLOWED_TABLE, {"id": allowed})
         try:
             # The keyword stage needs no query vector: on two cores it runs while this thread embeds the
-            # query and asks FAISS (both release the GIL); at a million tracks a search took about 0.76
-            # of the time it takes with the stage run first (docs/benchmarks.md). Nothing else uses
+            # query and asks FAISS (both release the GIL), which makes a search faster than with the stage
+            # run first (docs/benchmarks.md, "Why the search path is built this way"). Nothing else uses
             # `db` until it is done.
             stage = _KEYWORD_STAGES.submit(_run_all, db, rank.keyword_sql(termids, len(like_words), **shape), params)
             try:
@@ -466,7 +467,8 @@ class SearchEngine:
         the analysis columns under `filters` (search/summary.py).
 
         Kept until the catalog changes or other filters are asked for: the UI asks on every page render,
-        and at a million tracks the distinct values take over half a second (docs/benchmarks.md).
+        and at a million tracks the distinct values take longer than a search (docs/benchmarks.md,
+        "Search latency at catalog size").
         """
         key = (catalog_stamp(self.catalog), filters or Filters())  # before reading: a write gives a new stamp
         with self._lock:

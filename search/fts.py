@@ -51,18 +51,18 @@ from search.rank import (
 log = logging.getLogger(__name__)
 
 # DuckDB threads per search query, on the warm snapshot and on a fresh catalog connection. On the 2-core
-# reference machine a second thread made the broadest 1M-track query's SQL faster when the machine was
-# idle (49 ms against 67 ms), but the engine slower whenever another process used a core, and small
-# catalogs slower always (parallel start-up on queries of a few ms; docs/benchmarks.md).
+# reference machine a second thread made the broadest 1M-track query's SQL faster only when the machine
+# was idle, the engine slower whenever another process used a core, and small catalogs slower always
+# (parallel start-up on short queries; docs/benchmarks.md, "Why the search path is built this way").
 QUERY_THREADS = 1
 MEMORY_LIMIT = "1GB"  # the warm snapshot's buffer pool; the postings of common terms and the pages shown
 STEM_CACHE_SIZE = 100_000  # words whose stem a reader keeps (a few MB); emptied when full
 # Tracks changed since the snapshot (new, rewritten, moved or recaptioned) that a reader copies to answer
 # from the snapshot plus them. A scan commits a batch at a time and rebuilds the snapshot at its end, so
-# during a scan this is the tracks it has indexed so far. At a million tracks a search took 55, 82 and
-# 108 ms p50 with 1,000, 20,000 and 50,000 copied, against 500-850 ms reading the catalog, and the copy
-# 0.2-0.6 s once per commit (docs/benchmarks.md); past this many, substring matching and the copy grow
-# on, while reading the catalog costs the same.
+# during a scan this is the tracks it has indexed so far. Up to this many copied, a search at a million
+# tracks stays several times faster than reading the catalog, and the copy is made once per commit
+# (docs/benchmarks.md, "Why the search path is built this way"); past it, substring matching and the
+# copy grow on, while reading the catalog costs the same.
 DELTA_MAX = 50_000
 # kw_tracks' columns, in its order: the delta's rows are laid out the same, for LIVE_TRACKS.
 KW_TRACK_COLUMNS = ("id", "status", *TRACK_COLUMNS, "caption", "row_hash")
@@ -203,8 +203,8 @@ class SnapshotReader:
         Tracks are told apart by the hash of their catalog row that the snapshot keeps (`row_hash_sql`):
         a track is new, rewritten, moved, recaptioned or analysed where the hashes differ, gone where the
         catalog has no finished row for it; its auto-tags are copied with it. The comparison runs in the
-        catalog connection, with the snapshot attached there too: at a million tracks it takes about
-        140 ms, half of what copying the hashes over to compare them here took.
+        catalog connection, with the snapshot attached there too: about half the time that copying the
+        hashes over to compare them here took.
         """
         there = attach_snapshot(catalog, self.catalog)
         if there is None or any(there[k] != self._meta[k] for k in ("built_at", "generation", "content")):

@@ -47,8 +47,8 @@ COMMON_TERM_SHARE = 0.5
 # query for differences in the fourth decimal.
 KEYWORD_DEPTH = 1000
 # Word runs of a query looked up one by one in the snapshot's names; more are looked up in one scan
-# (see _snapshot_names_sql). 105 is every run of a 14-word query; at a million tracks both ways took
-# about 25 ms for 130 runs, one by one 5 ms for 26 runs against 16 ms for the scan.
+# (see _snapshot_names_sql). 105 is every run of a 14-word query; at a million tracks both ways cost
+# about the same at 130 runs, and one by one was about three times cheaper at 26.
 SCAN_NAME_RUNS = 105
 
 NAME_FIELDS = ("title", "artist", "album", "genre")
@@ -145,7 +145,7 @@ def _like_sql(n_words: int, docs: str) -> str:
 def _live_names_sql(delta: bool) -> str:
     """(track_id, field, key): the names of the tracks matched by substring, which the snapshot does not
     hold: the delta's, normalised when it was copied, else the catalog's, normalised now (a Unicode
-    regex costs DuckDB about 2 ms a column per statement)."""
+    regex is compiled anew for each column of each statement)."""
     if delta:
         return f"SELECT * FROM {DELTA_NAMES} WHERE track_id IN (SELECT track_id FROM {LIKE_TABLE})"
     cols = ", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)
@@ -163,10 +163,10 @@ def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
     """(track_id, field, chars) of the snapshot's names that are word runs of the query, by their hashes.
 
     One equality lookup per run: DuckDB applies an equality to the sorted hash column as it scans, reading
-    only the stretch of rows that holds the value (0.1-0.2 ms a run at a million tracks), while an IN list
-    only skips row groups its values miss and then joins every row of the rest; as the hashes of a query's
-    runs land in different row groups, that reads nearly the whole table once a query has a dozen runs.
-    Past SCAN_NAME_RUNS runs (queries of 15 words and more), that one scan is cheaper.
+    only the stretch of rows that holds the value, while an IN list only skips row groups its values miss
+    and then joins every row of the rest; as the hashes of a query's runs land in different row groups,
+    that reads nearly the whole table once a query has a dozen runs. Past SCAN_NAME_RUNS runs (queries of
+    15 words and more), that one scan is cheaper.
     """
     pick = "SELECT track_id, field, chars FROM kw.kw_names WHERE key_hash {}"
     hashes = sorted({name_hash(r) for r in runs})
@@ -279,8 +279,9 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     tracks named by title, artist or album) and count the rest, the tail: keyword matches that score
     at most `max_tail_score`. At a million tracks a broad query matches a quarter of the library by
     keyword, and carrying all of those through the joins and the sort cost more than summing their BM25
-    weights (docs/benchmarks.md); the page is the same whenever `head_page_is_exact` says so. The
-    column `tail` counts the tail's tracks (0 when not `head_only`: the page ranks everything).
+    weights (docs/benchmarks.md, "Why the search path is built this way"); the page is the same whenever
+    `head_page_is_exact` says so. The column `tail` counts the tail's tracks (0 when not `head_only`: the
+    page ranks everything).
     """
     snapshot = termids is not None
     stale = snapshot and n_like > 0
@@ -337,7 +338,8 @@ def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: 
     # Most candidates are keyword matches past KEYWORD_DEPTH with no other list and no name: all of them
     # score the keyword rank KEYWORD_DEPTH + 1 plus their genre's boost, one addition each. Only the head
     # (the tracks of either ranked list or named, a few thousand at most) needs the full sum; computed for
-    # every candidate it took longer than the BM25 sum (docs/benchmarks.md).
+    # every candidate it took longer than the BM25 sum (docs/benchmarks.md, "Why the search path is built
+    # this way").
     tail_of = " AND ".join(["k.id IS NULL", "s.id IS NULL", *(f"c.n_{f} IS NULL" for f in named_fields)])
     shared = ["c.b_genre", *(f"c.{b}" for b in BOOST_COLUMNS)]  # what a tail track may have too
     head = _score("s.srank", _krank("c.keyword", "k.krank"),

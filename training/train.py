@@ -10,7 +10,7 @@ bias), a linear warm-up from `warmup_lr` to `lr`, then cosine from `lr` to `min_
 epoch with schedule = "epoch", which is what the reference's LAVIS scheduler does). `bias_lr_scale`
 (1 in the reference) runs the bias's schedule that many times higher: on the lite profile the bias, a
 constant soft prompt, learns the answers' form, and the weight, which carries the audio, keeps more of
-its closed-form start at a lower rate (docs/benchmarks.md, session 6). `accelerate` gives
+its closed-form start at a lower rate (docs/benchmarks.md, "Training the lite adapter"). `accelerate` gives
 multi-GPU data parallelism and mixed precision (forced to "no" on CPU for fp16).
 
 Input standardisation (`normalise_inputs`): the adapter is trained on (x - mean) / std with per-dim

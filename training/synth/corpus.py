@@ -2,8 +2,8 @@
 
 Clip i of seed S is a function of (S, i) alone, so a larger n extends a smaller corpus and an interrupted
 run resumes: clips whose wav already exists are not rendered again (wavs are written atomically).
-Rendering runs in parallel FluidSynth processes, one per worker thread (composition takes ~3 ms a clip;
-the FluidSynth process is where the time goes, so threads keep every core busy without pickling).
+Rendering runs in parallel FluidSynth processes, one per worker thread (composing a clip is cheap; the
+FluidSynth process is where the time goes, so threads keep every core busy without pickling).
 """
 
 from __future__ import annotations

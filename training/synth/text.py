@@ -187,7 +187,8 @@ def summary_caption(values: dict[str, str]) -> str:
     "A slow brass piece in a minor key."
 
     Why: a small adapter trained on a CPU learns these three facts from a short fixed-form target in a
-    few hundred steps, where the varied captions spread the loss over phrasing (docs/benchmarks.md).
+    few hundred steps, where the varied captions spread the loss over phrasing (docs/benchmarks.md,
+    "Training the lite adapter").
     """
     return (f"A {SUMMARY_TEMPO[values['tempo_class']]} {values['instrument_family']} piece "
             f"in a {values['mode']} key.")
