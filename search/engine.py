@@ -361,9 +361,11 @@ class SearchEngine:
         return [[next(found) for _ in r["auto_tags"]] for r in rows]
 
     # -- more like this --------------------------------------------------------------------------------
-    def like_track(self, track_id: int, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        """Tracks that sound most like a catalog track (track vectors blended with musicnn embeddings:
-        search/like.py), the track itself excluded."""
+    def like_track(self, track_id: int, top_k: int = 10, filters: Filters | None = None,
+                   musicnn_weight: float | None = None) -> list[Hit]:
+        """Tracks that sound most like a catalog track (track vectors blended with musicnn embeddings,
+        the latter's share of the score `musicnn_weight`, like.MUSICNN_WEIGHT when None: search/like.py),
+        the track itself excluded."""
         with self.catalog.read() as conn:
             row = conn.execute(select(embeddings.c.vector, embeddings.c.encoder_version)
                                .where(embeddings.c.track_id == int(track_id))).first()
@@ -374,7 +376,7 @@ class SearchEngine:
         vec = np.frombuffer(row.vector, dtype=np.float32)
         musicnn = (like.unit(heard.embedding), heard.analysis_version) if heard else None
         return self._like(vec, row.encoder_version, musicnn, int(track_id), top_k, filters or Filters(),
-                          f"sounds like track {int(track_id)}")
+                          f"sounds like track {int(track_id)}", musicnn_weight)
 
     def like_audio(self, path: str | Path, top_k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """Tracks that sound most like an audio file, which need not be in the library."""
@@ -407,7 +409,8 @@ class SearchEngine:
         return like.unit(analysis.embedding), analysis.version
 
     def _like(self, vec: np.ndarray, encoder_version: str, musicnn: tuple[np.ndarray | None, str] | None,
-              exclude: int, top_k: int, filters: Filters, why: str) -> list[Hit]:
+              exclude: int, top_k: int, filters: Filters, why: str,
+              weight: float | None = None) -> list[Hit]:
         """The audio index's nearest tracks passing the filters (of the same encoder version), re-ranked
         with the musicnn embedding `musicnn` (vector, analysis version) when there is one."""
         if not self.audio_index.available:
@@ -424,7 +427,7 @@ class SearchEngine:
                           exclude=exclude, limit=depth)
             rows = _rows(db, rank.like_sql(filter_sql), params)
             vectors = like.musicnn_vectors(db, [r["id"] for r in rows], version) if query is not None else {}
-            rows = _with_details(db, like.blend(rows, query, vectors)[:top_k], "tracks")
+            rows = _with_details(db, like.blend(rows, query, vectors, weight)[:top_k], "tracks")
         return [_hit(r, score=r["score"], audio=float(r["audio"]), reasons=[like.reason(why, r)])
                 for r in rows]
 

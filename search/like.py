@@ -40,13 +40,17 @@ def musicnn_vectors(db: duckdb.DuckDBPyConnection, ids: list[int], version: str)
     return {i: v for i, v in found.items() if v is not None}
 
 
-def blend(rows: list[dict], query: np.ndarray | None, vectors: dict[int, np.ndarray]) -> list[dict]:
-    """`rows` (id, audio) with their `musicnn` cosine (None without one) and blended `score`, best first."""
+def blend(rows: list[dict], query: np.ndarray | None, vectors: dict[int, np.ndarray],
+          weight: float | None = None) -> list[dict]:
+    """`rows` (id, audio) with their `musicnn` cosine (None without one) and blended `score`, best first;
+    `weight` is the musicnn cosine's share of the score, MUSICNN_WEIGHT when None (read at each call;
+    bench/bench_answers.py compares 0, 0.5 and 1)."""
+    weight = MUSICNN_WEIGHT if weight is None else weight
     out = []
     for row in rows:
         vec = vectors.get(row["id"]) if query is not None else None
         sim = None if vec is None or vec.shape != query.shape else float(vec @ query)
-        score = row["audio"] if sim is None else MUSICNN_WEIGHT * sim + (1 - MUSICNN_WEIGHT) * row["audio"]
+        score = row["audio"] if sim is None else weight * sim + (1 - weight) * row["audio"]
         out.append({**row, "musicnn": sim, "score": float(score)})
     return sorted(out, key=lambda r: (-r["score"], r["id"]))
 
