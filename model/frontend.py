@@ -11,8 +11,8 @@ linear adapter work on them unchanged:
   profiles, plus the best major and best minor fit, so major/minor is one subtraction away. Chroma
   reads 100-1000 Hz only, each bin spread over its nearest pitch classes with a 0.3-semitone Gaussian:
   below 100 Hz an FFT bin spans several semitones, and above 1 kHz the overtones (a fifth and a major
-  third above each note) outweigh the notes; on the held-out synthetic clips this took clip-level
-  major/minor from 0.70 to 0.88 (docs/benchmarks.md, "Session 5 ...: front-end revision 2").
+  third above each note) outweigh the notes; what this did for clip-level major/minor is in
+  docs/benchmarks.md, "Training the lite adapter" (front-end revision 2).
 - rhythm: onset strength in three bands (drums show in the high band) and a local tempogram
   (autocorrelation of the onset envelope over about 6 s at 32 log-spaced tempi from 50 to 230 BPM)
 
