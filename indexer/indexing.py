@@ -265,7 +265,7 @@ class Indexing:
 
     def heard(self, waves: list[np.ndarray]) -> tuple[list[tuple[int, TrackAnalysis, Encoded]],
                                                       list[tuple[int, str, Failed[int]]]]:
-        """Each wave's analysis and tokens, by position; a wave either fails gives (position, stage, `Failed`),
+        """Each wave's analysis and tokens, by position; a wave that fails gives (position, stage, `Failed`),
         the analysis's failure first. Both models run at once, as `stream` runs them."""
         threads, one_thread, per_track = self._model_threads()
         parts = [[i] for i in range(len(waves))] if per_track else [list(range(len(waves)))]
