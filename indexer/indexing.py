@@ -1,8 +1,9 @@
 """The models' side of a scan, shared by both engines: decoded audio in; analyses, tokens, captions and
 failures out.
 
-`Models` loads a profile's encoder, MusiLingo, text embedder and analyzer on first use; `Indexing` runs
-them on a batch of decoded files, with batch sizes that back off on out-of-memory (`model.batching`).
+`Models` loads a profile's encoder, MusiLingo, text embedder and analyzer once, on first use; `Indexing`
+runs them on decoded files (`stream`: each file's analysis and encoding begin as it is decoded, both models
+at once), with batch sizes that back off on out-of-memory (`model.batching`).
 The engines differ only in where this runs (`indexer.pipeline`'s process, or Ray actors in
 `indexer.ray_engine`) and who commits the results.
 """

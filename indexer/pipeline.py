@@ -1,7 +1,8 @@
-"""The scan: walk, plan, then decode (worker processes) -> encode -> caption -> embed -> commit, per batch.
+"""The scan: walk, plan, then decode (worker processes) -> analyse and encode -> caption -> embed -> commit.
 
-Decoding runs ahead in `settings.decode_workers` processes while the main process encodes and
-captions, so the models never wait for the disk. Each file is encoded once; its tokens are stored
+Decoding runs ahead in `settings.decode_workers` processes while this process analyses, encodes and
+captions each file as it arrives and commits every `commit_every` files, so the models never wait for the
+disk. Each file is encoded once; its tokens are stored
 (fp16) and captioned from exactly those stored values, so captioning again later from the catalog
 (`recaption`, or a new adapter or prompt) gives what a fresh scan would.
 
