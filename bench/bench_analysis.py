@@ -35,11 +35,11 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from catalog.keywords import refresh_keywords  # noqa: E402
+from catalog.store import Catalog, generation  # noqa: E402
+from catalog.vectors import build_index, save_index  # noqa: E402
 from indexer.indexing import Models  # noqa: E402
-from indexer.keywords import refresh_keywords  # noqa: E402
 from indexer.pipeline import scan  # noqa: E402
-from indexer.store import Catalog, generation  # noqa: E402
-from indexer.vectors import build_index, save_index  # noqa: E402
 from model.config import load_profile  # noqa: E402
 from model.settings import Settings, load_settings  # noqa: E402
 from search import SearchEngine  # noqa: E402

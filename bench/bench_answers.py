@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_analysis import FAMILY_WORDS, TEMPO_WORDS, family, fresh_data_dir, named, render_heldout  # noqa: E402
 
+from catalog.store import Catalog, tracks  # noqa: E402
 from indexer.indexing import Models  # noqa: E402
 from indexer.pipeline import scan, stored_analyses  # noqa: E402
-from indexer.store import Catalog, tracks  # noqa: E402
 from model.analysis import analysis_version  # noqa: E402
 from model.config import Profile, load_profile  # noqa: E402
 from model.settings import Settings, load_settings  # noqa: E402

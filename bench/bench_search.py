@@ -3,13 +3,13 @@
 For each size (bench/synthetic_catalog.py makes the data; bench/search_situations.py drives the engine
 through the situations below): a real DuckDB catalog of synthetic rows
 (captions drawn from a music vocabulary with a Zipf law, so keyword posting lists are as skewed as real
-ones; five raw tags per track), the real keyword snapshot (indexer.keywords.refresh_keywords, as the scan
+ones; five raw tags per track), the real keyword snapshot (catalog.keywords.refresh_keywords, as the scan
 rebuilds it), and 384-d random unit vectors scattered around 2,000 centres that are the real MiniLM embeddings of synthetic captions. Real caption embeddings cluster by topic, and queries
 embedded by the same model land among them, so the engine gets its full 500 semantic candidates as in
 use (uniform random vectors in 384-d have no neighbours worth finding, so they would measure nothing
 about recall). Then, in one process:
 
-- exact (IndexFlatIP) vs HNSW (indexer.vectors.build_index): build time, single-query latency, and
+- exact (IndexFlatIP) vs HNSW (catalog.vectors.build_index): build time, single-query latency, and
   HNSW recall@10 against the exact answer, on 200 held-out queries from the same distribution;
 - brute-force numpy (one matrix-vector product and argpartition) on the same queries;
 - the engine end to end (`SearchEngine.search`, query embedding by the real MiniLM included) on the
@@ -77,9 +77,9 @@ from synthetic_catalog import (  # noqa: E402
     reuse_data_dir,
 )
 
-from indexer.keywords import refresh_after_scan, refresh_keywords  # noqa: E402
-from indexer.store import Catalog, generation, scans  # noqa: E402
-from indexer.vectors import build_index, choose_kind, save_index  # noqa: E402
+from catalog.keywords import refresh_after_scan, refresh_keywords  # noqa: E402
+from catalog.store import Catalog, generation, scans  # noqa: E402
+from catalog.vectors import build_index, choose_kind, save_index  # noqa: E402
 
 K = 10
 BUILD_THREADS = 2  # index builds use both cores; every query runs on one (see main)
@@ -188,7 +188,7 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     import psutil
 
     from search import Filters
-    from search.fts import QUERY_THREADS
+    from search.snapshot import QUERY_THREADS
 
     embedder = engine.embedder()
     res: dict = {}
@@ -204,7 +204,7 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
     results, ms = timed(lambda t: engine.search(t, top_k=20), texts)
     res["engine"] = percentiles(ms)
     res["engine"]["mean_total"] = round(statistics.fmean(r.total for r in results), 1)
-    reader = engine.reader()  # the same with two DuckDB threads on the warm snapshot (search.fts.QUERY_THREADS)
+    reader = engine.reader()  # the same with two DuckDB threads on the warm snapshot (search.snapshot.QUERY_THREADS)
     reader.con.execute("SET threads = 2")
     _, ms = timed(lambda t: engine.search(t, top_k=20), texts)
     res["engine_2_threads"] = percentiles(ms)

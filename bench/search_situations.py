@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import text
 from synthetic_catalog import add_tracks
 
-from indexer.store import Catalog, bump_generation
+from catalog.store import Catalog, bump_generation
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -41,12 +41,12 @@ FOLLOW_INTERVAL_S = 0.5
 
 def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
     """Searches while a scan commits batches of new tracks the keyword snapshot lacks: the first after
-    each commit (it copies the changes: search/fts.py) and the others; the first after a commit and a
+    each commit (it copies the changes: search/snapshot.py) and the others; the first after a commit and a
     pause, without and then with the engine following the catalog (`SearchEngine.follow_catalog`: the
     copy made in the background meanwhile); then with BIG_DELTA more new tracks; then with the copy
     refused (DELTA_MAX 0), when every search reads the catalog, as every search during a scan did
     before the copy."""
-    from search import fts
+    from search import snapshot as snapshot_module
 
     rng = np.random.default_rng(7)
     with catalog.read() as conn:
@@ -84,14 +84,14 @@ def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
     commit(BIG_DELTA)
     out["big_delta_first_ms"] = round(search_ms(texts[:1])[0], 1)
     out["big_delta"] = percentiles(search_ms(texts))
-    limit = fts.DELTA_MAX
-    fts.DELTA_MAX = 0
+    limit = snapshot_module.DELTA_MAX
+    snapshot_module.DELTA_MAX = 0
     try:
         with catalog.write() as conn:  # a new catalog stamp, for the engine to look again
             bump_generation(conn)
         out["engine_catalog"] = percentiles(search_ms(texts))
     finally:
-        fts.DELTA_MAX = limit
+        snapshot_module.DELTA_MAX = limit
     return out
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from indexer.keywords import refresh_keywords
-from indexer.store import Catalog, generation
-from indexer.vectors import choose_kind
+from catalog.keywords import refresh_keywords
+from catalog.store import Catalog, generation
+from catalog.vectors import choose_kind
 
 DIM = 384
 N_CENTRES = 2000
@@ -101,7 +101,7 @@ def caption_centres(embedder, rng: np.random.Generator) -> np.ndarray:
 
 def reuse_data_dir(source: Path, workdir: Path) -> dict:
     """A working copy of a kept data dir (catalog and keyword snapshot copied, text index linked)."""
-    from indexer.keywords import keywords_path, snapshot_matches
+    from catalog.keywords import keywords_path, snapshot_matches
 
     src = Catalog(source / "catalog.duckdb")
     with src.read() as conn:

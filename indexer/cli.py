@@ -22,7 +22,7 @@ def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from indexer.store import CatalogError
+    from catalog.store import CatalogError
     from indexer.writer import ScanBusyError
     from model.config import ModelNotFoundError
     from model.settings import load_settings

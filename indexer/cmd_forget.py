@@ -9,10 +9,10 @@ import argparse
 
 from sqlalchemy import select
 
+from catalog.store import Catalog, errors, tracks
+from catalog.vectors import IndexSet
 from indexer.cli import emit
 from indexer.discover import absolute, is_under
-from indexer.store import Catalog, errors, tracks
-from indexer.vectors import IndexSet
 from indexer.writer import Batch, ScanLock, Writer
 from model.settings import Settings
 

@@ -6,9 +6,9 @@ import argparse
 
 from sqlalchemy import desc, func, select
 
+from catalog.store import Catalog, errors, generation, scans, tracks
+from catalog.vectors import NAMES, IndexFileError, read_manifest
 from indexer.cli import emit
-from indexer.store import Catalog, errors, generation, scans, tracks
-from indexer.vectors import NAMES, IndexFileError, read_manifest
 from indexer.writer import running_scan_pid
 from model.settings import Settings
 

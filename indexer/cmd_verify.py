@@ -12,9 +12,9 @@ import os
 
 from sqlalchemy import text, update
 
+from catalog.store import SCHEMA_VERSION, Catalog, CatalogError, bump_generation, tracks
+from catalog.vectors import NAMES, IndexSet, check_index
 from indexer.cli import emit
-from indexer.store import SCHEMA_VERSION, Catalog, CatalogError, bump_generation, tracks
-from indexer.vectors import NAMES, IndexSet, check_index
 from indexer.writer import ScanLock
 from model.settings import Settings
 

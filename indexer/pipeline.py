@@ -25,13 +25,13 @@ from typing import TypeVar
 import numpy as np
 from sqlalchemy import insert, select, update
 
+from catalog.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
+from catalog.vectors import IndexSet
 from indexer.decode import DecodePool
 from indexer.discover import Failure, Job, Known, Plan, plan_scan, walk
 from indexer.indexing import Indexing, Models, StoredCaption
 from indexer.progress import Pace
-from indexer.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
 from indexer.tags import read_tags
-from indexer.vectors import IndexSet
 from indexer.writer import Batch, ScanLock, Writer
 from model.analysis import TrackAnalysis, analysis_version
 from model.config import Profile, load_profile

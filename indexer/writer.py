@@ -20,9 +20,8 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from indexer.discover import Failure, FileEntry
-from indexer.keywords import refresh_after_scan
-from indexer.store import (
+from catalog.keywords import refresh_after_scan
+from catalog.store import (
     Catalog,
     analyses,
     auto_tags,
@@ -35,8 +34,9 @@ from indexer.store import (
     tags,
     tracks,
 )
+from catalog.vectors import IndexSet
+from indexer.discover import Failure, FileEntry
 from indexer.tags import TrackTags
-from indexer.vectors import IndexSet
 from model.analysis import TrackAnalysis
 
 FP16_MAX = 65504.0

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from indexer.store import CatalogError
+    from catalog.store import CatalogError
     from model.config import ModelNotFoundError
 
     args = _parser().parse_args(argv)

@@ -1,6 +1,6 @@
 """What the taggers, tempo and key estimators heard in tracks, read back for display (the UI's cards and track page).
 
-The scan stores an analysis in three places (indexer/store.py, schema 3): summary columns on `tracks`, the
+The scan stores an analysis in three places (catalog/store.py, schema 3): summary columns on `tracks`, the
 tags heard with some confidence in `auto_tags`, and the tags patch by patch in `analyses`. A track whose
 `analysis_version` is NULL has not been analysed yet, and reads as None here whatever other rows say.
 Every read opens the catalog read-only for one query, as the engine does (`Catalog.read`), so a running
@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from indexer.store import Catalog, analyses, auto_tags, tracks
+from catalog.store import Catalog, analyses, auto_tags, tracks
 from model.analysis import TrackAnalysis
 
 Tags = dict[str, dict[str, float]]  # tagger -> {tag: probability}, as model.describe takes them

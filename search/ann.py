@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer.vectors import IndexFileError, index_kind, load_index, manifest_path, read_manifest
+from catalog.vectors import IndexFileError, index_kind, load_index, manifest_path, read_manifest
 
 # Up to this many allowed tracks are scored exactly: 20,000 x 384 floats is a 30 MB gather and a
 # matrix-vector product. Beyond it (2% of a million tracks) HNSW walks the graph skipping tracks outside

@@ -1,7 +1,7 @@
 """The search engine the UI and the CLI share: natural-language search, more like this, track details.
 
 Each call opens the catalog read-only for one query and closes it (a scan in another process writes
-between our queries), except the keyword snapshot (search/fts.py), which no one writes in place and which
+between our queries), except the keyword snapshot (search/snapshot.py), which no one writes in place and which
 answers a search alone, with a copy of the tracks changed since when a scan has moved the catalog on; the
 text embedder, the snapshot reader and the FAISS indexes are loaded once, lazily, and reloaded when the
 scan rewrites them. What callers pass and get back (filters, hits, result pages) is in search/types.py;
@@ -23,8 +23,9 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from indexer.keywords import AUTO_TEXT_MIN, catalog_stamp, tag_text
-from indexer.store import Catalog, CatalogError, analyses, auto_tags, captions, embeddings, tags, tracks
+from catalog.keywords import catalog_stamp
+from catalog.store import Catalog, CatalogError, analyses, auto_tags, captions, embeddings, tags, tracks
+from catalog.text import AUTO_TEXT_MIN, tag_text
 from model.analysis import Analyzer
 from model.audio import AudioDecodeError, decode_audio
 from model.config import ModelNotFoundError, Profile, load_profile
@@ -33,9 +34,9 @@ from model.settings import Settings
 from model.textembed import TextEmbedder
 from search import like, rank, summary
 from search.ann import VectorIndex
-from search.fts import QUERY_THREADS, SnapshotReader, attach_snapshot
 from search.music import music_reasons, tag_reasons
 from search.query import ParsedQuery, parse_query
+from search.snapshot import QUERY_THREADS, SnapshotReader, attach_snapshot
 from search.types import Filters, Hit, SearchError, SearchResult
 
 MAX_TOP_K = 200
@@ -222,7 +223,7 @@ class SearchEngine:
                          "showing keyword matches only.")
         params.update(phrase_len=max(1, len(phrase)))
         query = _Query(parsed, stems, rank.word_runs(phrase), semantic, filters, filter_sql, params)
-        with reader.lock:  # the warm snapshot answers alone, with the changes since if any (search/fts.py)
+        with reader.lock:  # the warm snapshot answers alone, with the changes since if any (search/snapshot.py)
             view = reader.current()
             found = None
             if view is not None:

@@ -1,4 +1,4 @@
-"""What the analysis columns (tempo, key, vocals: indexer/store.py) mean to a search: what a query's words
+"""What the analysis columns (tempo, key, vocals: catalog/store.py) mean to a search: what a query's words
 ask of them (`MusicIntent`, found by search/query.py), the ranking boosts that answer it, and the words
 that explain a hit by them or by its auto-tags.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexer.keywords import split_words
+from catalog.text import split_words
 from model.describe import FAST_ABOVE, SLOW_BELOW, tempo_word
 from search.types import MODES, VOCALS, one_of, tonic_name
 

@@ -10,7 +10,7 @@ columns involved rather than a round trip per candidate.
 
 from __future__ import annotations
 
-from indexer.keywords import MIN_NAME_CHARS, NAME_COLUMNS, auto_text_sql, name_hash, names_sql, norm_sql
+from catalog.text import MIN_NAME_CHARS, NAME_COLUMNS, auto_text_sql, name_hash, names_sql, norm_sql
 from search.music import BOOST_COLUMNS, MusicIntent
 
 # Reciprocal rank fusion (Cormack, Clarke and Buettcher 2009): score = sum_i W_i / (RRF_K + rank_i).
@@ -57,7 +57,7 @@ HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", 
 FRESH_SQL = """SELECT id FROM tracks WHERE status = 'done'
     AND indexed_at > (SELECT coalesce(max_indexed_at, '-infinity'::TIMESTAMP) FROM kw.kw_meta)"""
 FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after the keyword snapshot
-# A search on the warm snapshot after the catalog moved on, as during a scan (search/fts.py copies these
+# A search on the warm snapshot after the catalog moved on, as during a scan (search/snapshot.py copies these
 # once per catalog change): the rows of the tracks new or changed since the snapshot, laid out as
 # kw.kw_tracks; the ids whose snapshot entries no longer count (those, and the tracks gone); and a view
 # of the catalog's finished tracks as they are now, the snapshot's with the changes applied.
@@ -89,7 +89,7 @@ def _literals(values: list[str]) -> str:
 
 def genres_sql(runs: list[str]) -> str:
     """The snapshot's genres that a query's word runs name: (key, whether it has a bitmap; else its tracks
-    are name rows; indexer/keywords.py). One genre per distinct value: a scan of a small table, cheaper
+    are name rows; catalog/keywords.py). One genre per distinct value: a scan of a small table, cheaper
     than the join DuckDB makes of an IN list."""
     return f"SELECT key, bits IS NOT NULL FROM kw.kw_genres WHERE list_contains([{_literals(runs)}], key) ORDER BY key"
 

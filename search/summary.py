@@ -11,11 +11,11 @@ import duckdb
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from indexer.keywords import last_error
-from indexer.store import Catalog, captions, embeddings, errors, scans, tracks
+from catalog.keywords import last_error
+from catalog.store import Catalog, captions, embeddings, errors, scans, tracks
 from model.tempo_key import PITCH_CLASSES
 from search import rank
-from search.fts import attach_snapshot
+from search.snapshot import attach_snapshot
 from search.types import MODES, VOCALS, Filters
 
 # Columns whose values are counted for the filters of the same name (`facets`), each in its own order.

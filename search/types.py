@@ -16,7 +16,7 @@ class SearchError(ValueError):
     nothing); the message is for users."""
 
 
-# The values of the analysis columns (indexer/store.py), as the key estimator writes them (tonics:
+# The values of the analysis columns (catalog/store.py), as the key estimator writes them (tonics:
 # model.tempo_key.PITCH_CLASSES) and model/describe.py says them.
 MODES = ("major", "minor")
 VOCALS = ("vocal", "instrumental")
@@ -72,7 +72,7 @@ class Filters:
     max_duration: float | None = None
     format: str | None = None  # file format as stored, e.g. "mp3" or "flac"
     root: str | None = None  # a library root, or any folder below one
-    # What the analysis heard (indexer/store.py); a track not analysed yet passes none of these.
+    # What the analysis heard (catalog/store.py); a track not analysed yet passes none of these.
     bpm_min: float | None = None
     bpm_max: float | None = None
     tonic: str | None = None  # "A", "F#"; flats and lower case are read too ("Bb" is "A#")

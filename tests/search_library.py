@@ -1,8 +1,8 @@
 """The search tests' library: N_TRACKS done tracks written row by row with the synthetic corpus's
 attribute captions embedded by the real text model, what the analysis heard in each (tempo, key, vocals,
 genre, auto-tags and musicnn embedding, made up from the track's index: `analysis_of`; every eighth track
-is not analysed), the real FAISS index and keyword snapshot the scan writes (indexer.vectors,
-indexer.keywords), and fixtures over it (`library`, `engine`, `scratch`), which tests/conftest.py
+is not analysed), the real FAISS index and keyword snapshot the scan writes (catalog.vectors,
+catalog.keywords), and fixtures over it (`library`, `engine`, `scratch`), which tests/conftest.py
 registers for every test module; a module-scoped fixture is built once per module."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, insert, update
 
-from indexer.keywords import refresh_keywords
-from indexer.store import Catalog, analyses, auto_tags, bump_generation, captions, generation, tags, tracks
-from indexer.vectors import build_index, save_index
+from catalog.keywords import refresh_keywords
+from catalog.store import Catalog, analyses, auto_tags, bump_generation, captions, generation, tags, tracks
+from catalog.vectors import build_index, save_index
 from model.analysis import TAGGERS
 from model.settings import load_settings
 from model.tempo_key import PITCH_CLASSES

@@ -13,9 +13,9 @@ import torch
 from sqlalchemy import select
 from transformers import LlamaConfig
 
+from catalog.store import Catalog, errors, tracks
 from indexer.indexing import Models
 from indexer.pipeline import scan
-from indexer.store import Catalog, errors, tracks
 from model.batching import (
     MAX_GPU_BATCH,
     AdaptiveBatch,

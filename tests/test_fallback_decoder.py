@@ -20,10 +20,10 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import text
 
+from catalog.store import Catalog
 from indexer.cli import main as cli
 from indexer.pipeline import scan
 from indexer.ray_engine import decode_batch
-from indexer.store import Catalog
 from model.audio import AudioDecodeError, read_audio
 from tests import hostile
 from tests.conftest import write_audio

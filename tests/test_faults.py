@@ -266,10 +266,10 @@ def test_old_schema_is_migrated(tmp_path: Path) -> None:
     v1_catalog(data / "catalog.duckdb", tracks[0])
     assert hostile.rows(data, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
     run_scan([root], data)
-    import indexer.store
+    import catalog.store
 
     assert hostile.rows(data, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(indexer.store.SCHEMA_VERSION),)]
+        (str(catalog.store.SCHEMA_VERSION),)]
     assert set(done_tracks(data)) == {str(t) for t in tracks}
     assert hostile.consistency(data) == []
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sqlalchemy import text
 
+from catalog.store import Catalog
 from indexer.indexing import Models
 from indexer.pipeline import scan, stored_analyses
-from indexer.store import Catalog
 from indexer.writer import AUTO_TAG_MIN
 from model.analysis import TrackAnalysis, analysis_version
 from model.musilingo import MusiLingo

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from catalog.store import Catalog
+from catalog.vectors import index_ids, load_index
 from indexer.cli import main as cli
 from indexer.pipeline import scan
-from indexer.store import Catalog
-from indexer.vectors import index_ids, load_index
 from tests.conftest import MODELS_DIR, REPO, write_audio
 from tests.harness import lite_variant
 
@@ -25,8 +25,8 @@ READER = r"""
 import json, sys, time
 from pathlib import Path
 from sqlalchemy import text
-from indexer.store import Catalog
-from indexer.vectors import IndexReader, read_manifest
+from catalog.store import Catalog
+from catalog.vectors import IndexReader, read_manifest
 data, stop, out = map(Path, sys.argv[1:4])
 catalog = Catalog(data / "catalog.duckdb")
 readers = {name: IndexReader(data, name, gpu=False) for name in ("audio", "text")}

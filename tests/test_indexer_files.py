@@ -12,10 +12,8 @@ import pytest
 from mutagen import id3
 from sqlalchemy import delete, func, select
 
-from indexer.discover import fingerprint, walk
-from indexer.store import SCHEMA_VERSION, Catalog, CatalogError, captions, embeddings, tags, tracks
-from indexer.tags import clean_text, read_tags
-from indexer.vectors import (
+from catalog.store import SCHEMA_VERSION, Catalog, CatalogError, captions, embeddings, tags, tracks
+from catalog.vectors import (
     IndexFileError,
     IndexReader,
     build_index,
@@ -27,6 +25,8 @@ from indexer.vectors import (
     read_manifest,
     save_index,
 )
+from indexer.discover import fingerprint, walk
+from indexer.tags import clean_text, read_tags
 
 TAGS = {"title": "Blue Hour", "artist": "Ann Arbor", "album": "Dusk", "genre": "Jazz", "date": "1999-04-01",
         "track": "7/12"}

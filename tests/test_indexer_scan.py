@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
+from catalog.store import Catalog, captions, embeddings, errors, tracks
+from catalog.vectors import index_ids, index_path, load_index, manifest_path
 from indexer.cli import main as cli
 from indexer.indexing import Models
 from indexer.pipeline import scan
-from indexer.store import Catalog, captions, embeddings, errors, tracks
-from indexer.vectors import index_ids, index_path, load_index, manifest_path
 from model.encoder import Encoder
 from model.musilingo import MusiLingo
 from tests.conftest import write_audio

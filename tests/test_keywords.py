@@ -12,21 +12,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from indexer.keywords import (
-    TOKEN_IGNORE,
-    duck_lower,
-    error_path,
-    keywords_path,
-    known_text,
-    name_hash,
-    norm_sql,
-    refresh_keywords,
-    snapshot_matches,
-    split_words,
-    strip_accents,
-)
+from catalog.keywords import error_path, keywords_path, refresh_keywords, snapshot_matches
+from catalog.store import Catalog
+from catalog.text import TOKEN_IGNORE, duck_lower, known_text, name_hash, norm_sql, split_words, strip_accents
 from indexer.pipeline import scan
-from indexer.store import Catalog
 from search import SearchEngine
 
 FALLBACK_NOTE = "keyword index is missing"
@@ -174,7 +163,7 @@ def test_auto_tags_join_the_postings_weighted_by_probability(tmp_path) -> None:
     a tag of "no vocals" is found as "instrumental", never as "vocals"; a pending track's tags stay out."""
     from sqlalchemy import update
 
-    from indexer.store import bump_generation, tracks
+    from catalog.store import bump_generation, tracks
     from tests.search_library import ANALYSIS, musicnn_embedding, track_row, write_analysis, write_tracks
 
     def build(folder: str, heard: bool) -> Catalog:

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import insert, update
 from streamlit.testing.v1 import AppTest
 
+from catalog.store import Catalog, scans
 from indexer.pipeline import scan
 from indexer.progress import Pace
-from indexer.store import Catalog, scans
 from tests.harness import lite_variant
 from tests.hostile import REPO, cli_env, make_data_dir, scan_cmd
 from ui.views.library_page import pace

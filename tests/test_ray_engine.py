@@ -20,11 +20,11 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from catalog.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
+from catalog.vectors import load_index
 from indexer.discover import plan_scan, walk
 from indexer.pipeline import scan
 from indexer.ray_engine import compute_shards, plan_stages, run_ray_scan, shard_dir
-from indexer.store import Catalog, analyses, captions, embeddings, errors, scans, tracks
-from indexer.vectors import load_index
 from model.checkpoints import save_adapter
 from model.config import load_profile
 from model.frontend import LiteFrontend

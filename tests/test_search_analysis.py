@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, update
 
-from indexer.keywords import refresh_keywords, split_words
-from indexer.store import Catalog, bump_generation, embeddings, tracks
-from indexer.vectors import build_index, save_index
+from catalog.keywords import refresh_keywords
+from catalog.store import Catalog, bump_generation, embeddings, tracks
+from catalog.text import split_words
+from catalog.vectors import build_index, save_index
 from search import Filters, SearchError
 from search.music import MUSIC_BOOST
 from tests.search_library import (
@@ -40,13 +41,13 @@ def cold(scratch, text_embedder, monkeypatch):
     """An engine on a copy of the library that reads the catalog (its snapshot attached) for every search:
     one track's row changed, and no changes copied for the warm snapshot. The track changed (id 1) passes
     none of ANALYSIS_FILTER_CASES, so that matching it by substring changes no filtered answer."""
-    from search import fts
+    from search import snapshot as snapshot_module
 
     catalog = Catalog(scratch / "catalog.duckdb")
     refresh_keywords(catalog)
     with catalog.write() as conn:
         conn.execute(update(tracks).where(tracks.c.id == 1).values(indexed_at=dt.datetime(2023, 1, 1)))
-    monkeypatch.setattr(fts, "DELTA_MAX", 0)
+    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)
     engine = make_engine(scratch, text_embedder)
     with engine.reader().lock:
         assert engine.reader().current() is None

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, update
 
-from indexer.keywords import keywords_path, refresh_keywords
-from indexer.store import Catalog, bump_generation, scans, tracks
+from catalog.keywords import keywords_path, refresh_keywords
+from catalog.store import Catalog, bump_generation, scans, tracks
 from search import Filters
 from search.query import parse_query
 from search.rank import DELTA_STALE
@@ -239,10 +239,10 @@ def test_a_named_genre_boosts_alike_from_a_bitmap_and_from_name_rows(scratch, li
                                                                      monkeypatch) -> None:
     """The snapshot keeps the genres of many tracks as bitmaps and rarer ones as name rows: both give the
     same ranking, warm and through the catalog; a genre boosts its tracks without adding candidates."""
-    import indexer.keywords as keywords
-    from search import fts
+    import catalog.keywords as keywords
+    from search import snapshot as snapshot_module
 
-    monkeypatch.setattr(fts, "DELTA_MAX", 0)  # a changed track sends searches to the catalog
+    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)  # a changed track sends searches to the catalog
     rows = library[1]
     catalog = Catalog(scratch / "catalog.duckdb")
     queries = ["energetic jazz with a backbeat", "calm ambient piano", "rock", "slow sad strings"]
@@ -295,7 +295,7 @@ def test_a_track_indexed_after_the_snapshot_is_boosted_by_its_new_genre(scratch,
 
 
 def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library) -> None:
-    """The reader tokenises queries and highlighted text in Python (indexer.keywords.split_words): the
+    """The reader tokenises queries and highlighted text in Python (catalog.text.split_words): the
     phrase, the stems and the highlighted words are those DuckDB's own expressions give."""
     from tests.test_keywords import TOKEN_SAMPLES
 

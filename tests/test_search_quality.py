@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from catalog.keywords import refresh_keywords
+from catalog.store import Catalog, captions, tracks
+from catalog.vectors import IndexSet
 from indexer.indexing import Models
-from indexer.keywords import refresh_keywords
 from indexer.pipeline import scan
-from indexer.store import Catalog, captions, tracks
-from indexer.vectors import IndexSet
 from model.audio import decode_audio
 from model.settings import load_settings
 from search import Filters, SearchEngine

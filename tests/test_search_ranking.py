@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, update
 
-from indexer.store import Catalog, bump_generation, captions, tags, tracks
+from catalog.store import Catalog, bump_generation, captions, tags, tracks
 from search import Filters
 from search.query import parse_query
 from tests.search_library import (
@@ -88,7 +88,7 @@ def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str,
 def test_filtered_ranking_by_allowed_ids_equals_filtering_in_sql(engine, warm) -> None:
     """The filters are evaluated once per search: their ids restrict FAISS and, as a registered table, the
     ranking SQL. Pages equal those of the SQL evaluating the filters itself, warm and on the catalog."""
-    from search.fts import attach_snapshot
+    from search.snapshot import attach_snapshot
 
     queries = ["calm piano", "energetic rock with a backbeat", "slow sad strings", "aurora fields", "jazz"]
     active = [f for f in FILTER_CASES if f.active()]
@@ -125,7 +125,7 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
     ranking's, totals agree, both decisions occur, and the engine's pages are the full ranking's."""
     from search import rank
     from search.engine import ALLOWED_TABLE
-    from search.fts import attach_snapshot
+    from search.snapshot import attach_snapshot
 
     monkeypatch.setattr(rank, "KEYWORD_DEPTH", 3)
     queries = ["calm piano", "slow sad strings", "jazz piano", "energetic rock with a backbeat", "aurora fields"]
@@ -194,11 +194,11 @@ def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedd
     back to plain-text matching.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    from search import fts
+    from search import snapshot as snapshot_module
 
     catalog = Catalog(scratch / "catalog.duckdb")
     if path == "catalog":
-        monkeypatch.setattr(fts, "DELTA_MAX", 0)
+        monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)
     if path != "snapshot":
         row = {**track_row(98), "title": "Quartz Lantern", "indexed_at": dt.datetime(2025, 1, 1)}
         text = "A quiet piano piece with a lantern glow."
@@ -234,7 +234,7 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     included, explanations too; the text index still holds the tracks gone. Changes the catalog way cannot
     see, as it finds changed tracks by their indexed_at (a move, a recaption, a re-analysis), the copy
     shows: the new names and auto-tags are searched, the new path and caption shown."""
-    from search import fts
+    from search import snapshot as snapshot_module
 
     rows, vecs = library[1], library[2]
     catalog = Catalog(scratch / "catalog.duckdb")
@@ -280,7 +280,7 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     found = answers(warm)
     with warm.reader().lock:
         assert warm.reader().current()["stale"]
-    monkeypatch.setattr(fts, "DELTA_MAX", 2)  # three tracks changed
+    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 2)  # three tracks changed
     cold = make_engine(scratch, text_embedder)
     assert answers(cold) == found
     with cold.reader().lock:
@@ -306,7 +306,7 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
                      .values(text="A lone theremin hums over tape hiss.", pipeline_version="p-next"))
         conn.execute(update(tracks).where(tracks.c.id == recaptioned["id"]).values(pipeline_version="p-next"))
         bump_generation(conn)
-    monkeypatch.setattr(fts, "DELTA_MAX", 50_000)
+    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 50_000)
     hit = warm.search("basalt comet").hits[0]
     assert (hit.track_id, hit.path) == (moved["id"], "/music/moved/Basalt Comet.flac")
     assert moved["id"] not in [h.track_id for h in warm.search(moved["title"]).hits[:1]]

@@ -30,8 +30,8 @@ from mutagen.flac import FLAC
 from sqlalchemy import delete, select, update
 from streamlit.testing.v1 import AppTest
 
-from indexer.store import ANALYSIS_COLUMNS, Catalog, analyses, auto_tags, tracks
-from indexer.vectors import IndexSet
+from catalog.store import ANALYSIS_COLUMNS, Catalog, analyses, auto_tags, tracks
+from catalog.vectors import IndexSet
 from indexer.writer import Batch, ScanLock, Writer
 from model.analysis import TrackAnalysis
 from model.musicnn import load_config

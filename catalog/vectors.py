@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 from sqlalchemy import text
 
-from indexer.store import Catalog, generation
+from catalog.store import Catalog, generation
 
 NAMES = ("audio", "text")
 HNSW_THRESHOLD = 50_000  # vectors; exact search below, HNSW from here on

@@ -1,4 +1,4 @@
-"""The keyword snapshot as searches see it (indexer/keywords.py builds it after every scan): attached
+"""The keyword snapshot as searches see it (catalog/keywords.py builds it after every scan): attached
 read-only to a catalog connection for one query, or kept attached in a private in-memory DuckDB whose
 pages stay warm between queries. Once the catalog moves on (a scan commits a batch), that reader copies
 the changes, the rows of the tracks new or changed since the snapshot and the ids gone, once per catalog
@@ -18,25 +18,19 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from indexer.keywords import (
+from catalog.keywords import (
     SNAPSHOT_VERSION,
-    STEMMER,
-    TOKEN_IGNORE,
     TRACK_COLUMNS,
-    auto_text_sql,
     catalog_stamp,
     content_digest,
     file_stamp,
     keywords_path,
     load_extension,
-    norm_sql,
-    quote,
     read_meta,
     row_hash_sql,
-    split_words,
-    strip_accents,
 )
-from indexer.store import Catalog, CatalogError, generation
+from catalog.store import Catalog, CatalogError, generation
+from catalog.text import STEMMER, TOKEN_IGNORE, auto_text_sql, norm_sql, quote, split_words, strip_accents
 from search.rank import (
     DELTA_AUTO,
     DELTA_NAMES,

@@ -15,7 +15,7 @@ Schema history (each step has a migration, run by `Catalog.create()` in one tran
           and `header_duration`, the length a file's header claims where decoding found another one.
 
 `meta.generation` counts writes that changed a vector; a FAISS manifest that names another
-generation is stale (see indexer/vectors.py).
+generation is stale (see catalog/vectors.py).
 """
 
 from __future__ import annotations
