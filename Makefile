@@ -29,6 +29,7 @@ run: install
 test: install
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 test-slow: install
@@ -36,6 +37,7 @@ test-slow: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 demo: install
 	$(PY) scripts/make_demo_library.py

@@ -238,11 +238,13 @@ def bench_engine(engine, catalog: Catalog, n_queries: int) -> dict:
 
 def allowed_ids(engine, filters) -> np.ndarray:
     """The ids passing `filters`, as the engine's filtered search computes them from the warm snapshot."""
+    from search import engine as engine_module
+
     filter_sql, params = filters.sql()
     reader = engine.reader()
     with reader.lock:
         assert reader.current() is not None, "the keyword snapshot should be current"
-        return engine._allowed(reader.con, "kw.kw_tracks", filters, filter_sql, params)
+        return engine_module.allowed_ids(reader.con, "kw.kw_tracks", filters, filter_sql, params)
 
 
 def filtered_parts(engine, filters, texts: list[str]) -> dict:

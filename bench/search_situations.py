@@ -44,7 +44,7 @@ def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
     each commit (it copies the changes: search/snapshot.py) and the others; the first after a commit and a
     pause, without and then with the engine following the catalog (`SearchEngine.follow_catalog`: the
     copy made in the background meanwhile); then with BIG_DELTA more new tracks; then with the copy
-    refused (DELTA_MAX 0), when every search reads the catalog, as every search during a scan did
+    refused (MAX_CHANGED 0), when every search reads the catalog, as every search during a scan did
     before the copy."""
     from search import snapshot as snapshot_module
 
@@ -84,14 +84,14 @@ def during_scan(engine, catalog: Catalog, texts: list[str]) -> dict:
     commit(BIG_DELTA)
     out["big_delta_first_ms"] = round(search_ms(texts[:1])[0], 1)
     out["big_delta"] = percentiles(search_ms(texts))
-    limit = snapshot_module.DELTA_MAX
-    snapshot_module.DELTA_MAX = 0
+    limit = snapshot_module.MAX_CHANGED
+    snapshot_module.MAX_CHANGED = 0
     try:
         with catalog.write() as conn:  # a new catalog stamp, for the engine to look again
             bump_generation(conn)
         out["engine_catalog"] = percentiles(search_ms(texts))
     finally:
-        snapshot_module.DELTA_MAX = limit
+        snapshot_module.MAX_CHANGED = limit
     return out
 
 

@@ -125,23 +125,6 @@ def last_error(catalog: Catalog) -> dict | None:
         return None
 
 
-def file_stamp(*paths: Path) -> tuple:
-    """Identity of files as the OS sees them; any write to them changes it."""
-    out = []
-    for path in paths:
-        try:
-            st = path.stat()
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
-
-
-def catalog_stamp(catalog: Catalog) -> str:
-    """The catalog file and its write-ahead log as they stand: every committed write changes one."""
-    return json.dumps(file_stamp(catalog.path, catalog.path.with_name(catalog.path.name + ".wal")))
-
-
 def row_hash_sql(alias: str = "") -> str:
     """A hash of what the snapshot copies from one `tracks` row (`alias`: the table's, or "").
 
@@ -321,7 +304,7 @@ def refresh_keywords(catalog: Catalog) -> dict:
     Safe to call at any time and from several processes (the last rename wins); searches keep working
     on the old snapshot while it runs, and an interrupted rebuild leaves the old one in place.
     """
-    stamp = catalog_stamp(catalog)  # before reading: a write during the read makes the snapshot stale
+    stamp = catalog.stamp()  # before reading: a write during the read makes the snapshot stale
     with catalog.read() as conn:
         db = conn.connection.driver_connection
         db.execute("SET enable_progress_bar = false")

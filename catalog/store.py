@@ -21,6 +21,7 @@ generation is stale (see catalog/vectors.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,18 @@ def _is_lock_error(exc: BaseException) -> bool:
     return any(w in str(exc) for w in _LOCK_WORDS)
 
 
+def file_stamp(*paths: Path) -> tuple:
+    """Identity of files as the OS sees them; any write to them changes it."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
 class Catalog:
     """Short-lived connections to the catalog file; `write()` and `read()` retry while another process holds it."""
 
@@ -175,6 +188,13 @@ class Catalog:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._checked = False
+
+    def stamp(self) -> str:
+        """The catalog's change marker: the file and its write-ahead log as the OS sees them. Every
+        committed write changes it, and reading it costs two stat calls, so a reader checks it before
+        each use of anything it derived from the catalog (the keyword snapshot's copy of the changes,
+        cached facets, the UI's cached searches)."""
+        return json.dumps(file_stamp(self.path, self.path.with_name(self.path.name + ".wal")))
 
     def _engine(self, read_only: bool) -> Engine:
         return create_engine(f"duckdb:///{self.path}", poolclass=NullPool,

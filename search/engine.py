@@ -11,7 +11,7 @@ in search/music.py; the "more like this" blend in search/like.py; facets and sta
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,20 +23,31 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from catalog.keywords import catalog_stamp
-from catalog.store import Catalog, CatalogError, analyses, auto_tags, captions, embeddings, tags, tracks
+from catalog.keywords import keywords_path
+from catalog.store import (
+    Catalog,
+    CatalogError,
+    analyses,
+    auto_tags,
+    captions,
+    embeddings,
+    file_stamp,
+    tags,
+    tracks,
+)
 from catalog.text import AUTO_TEXT_MIN, tag_text
+from catalog.vectors import NAMES, index_path, manifest_path
 from model.analysis import Analyzer
 from model.audio import AudioDecodeError, decode_audio
 from model.config import ModelNotFoundError, Profile, load_profile
 from model.encoder import Encoder, track_vector
 from model.settings import Settings
 from model.textembed import TextEmbedder
-from search import like, rank, summary
+from search import like, pages, rank, summary
 from search.ann import VectorIndex
 from search.music import music_reasons, tag_reasons
 from search.query import ParsedQuery, parse_query
-from search.snapshot import QUERY_THREADS, SnapshotReader, attach_snapshot
+from search.snapshot import QUERY_THREADS, SnapshotReader, SnapshotView, attach_snapshot
 from search.types import Filters, Hit, SearchError, SearchResult
 
 MAX_TOP_K = 200
@@ -49,7 +60,7 @@ _KEYWORD_STAGES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search-k
 
 
 def _hit(row: dict, **extra: object) -> Hit:
-    return Hit(track_id=int(row["id"]), **{n: row.get(n) for n in (*rank.HIT_COLUMNS, "caption")}, **extra)
+    return Hit(track_id=int(row["id"]), **{n: row.get(n) for n in (*pages.HIT_COLUMNS, "caption")}, **extra)
 
 
 def _duck(conn: Connection) -> duckdb.DuckDBPyConnection:
@@ -65,20 +76,19 @@ def _rows(db: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = 
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _bound(sql: str, params: dict) -> dict:
-    """The parameters a statement names (DuckDB refuses any others)."""
-    names = set(re.findall(r"\$(\w+)", sql))
-    return {k: v for k, v in params.items() if k in names}
-
-
-def _run_all(db: duckdb.DuckDBPyConnection, statements: list[str], params: dict) -> None:
-    for sql in statements:
-        db.execute(sql, _bound(sql, params))
+def allowed_ids(db: duckdb.DuckDBPyConnection, tracks: str, filters: Filters, filter_sql: str,
+                params: dict) -> np.ndarray | None:
+    """The ids of the tracks of `tracks` that are done and pass the filters (None: no filter)."""
+    if not filters.active():
+        return None
+    bound = {k: v for k, v in params.items() if k.startswith("f_")}
+    sql = f"SELECT t.id FROM {tracks} t WHERE t.status = 'done' {filter_sql}"
+    return db.execute(sql, bound).fetchnumpy()["id"].astype(np.int64)
 
 
 @dataclass(frozen=True)
-class _Query:
-    """One search, prepared: what the ranking needs whichever store answers it."""
+class PreparedQuery:
+    """One search, prepared (`SearchEngine.prepare`): what the ranking needs whichever store answers it."""
 
     parsed: ParsedQuery
     stems: list[str]
@@ -89,6 +99,19 @@ class _Query:
     params: dict
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A prepared query on the connection that answers it (`SearchEngine.plan`): the ranking's shape, its
+    parameters (the semantic list's not yet), the allowed ids registered as ALLOWED_TABLE while it runs
+    (None: no filter), the index terms matched (None: no snapshot) and the words matched by substring."""
+
+    ranking: rank.Ranking
+    params: dict
+    allowed: np.ndarray | None
+    terms: list[str] | None
+    like_words: list[str]
+
+
 def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], tracks: str,
                   with_tags: bool = False) -> list[dict]:
     """Page rows (ids and scores) completed with each track's display columns and caption from `tracks`
@@ -97,9 +120,9 @@ def _with_details(db: duckdb.DuckDBPyConnection, rows: list[dict], tracks: str,
     if not rows:
         return []
     ids = [r["id"] for r in rows]
-    details = {d["id"]: d for d in _rows(db, rank.hydrate_sql(ids, tracks))}
+    details = {d["id"]: d for d in _rows(db, pages.hydrate_sql(ids, tracks))}
     heard: dict[int, list[tuple]] = {i: [] for i in ids}
-    for t in _rows(db, rank.page_tags_sql(ids, tracks)) if with_tags else ():
+    for t in _rows(db, pages.page_tags_sql(ids, tracks)) if with_tags else ():
         heard[t["track_id"]].append((t["tagger"], t["tag"], t["probability"]))
     return [{**details[r["id"]], **r, "auto_tags": heard[r["id"]]} for r in rows if r["id"] in details]
 
@@ -142,6 +165,14 @@ class SearchEngine:
                 self._encoder = Encoder.from_profile(self.profile, device=self.settings.resolved_device())
             return self._encoder
 
+    def stamp(self) -> str:
+        """Changes whenever what a search reads changes: the catalog (`Catalog.stamp`), its keyword
+        snapshot, the FAISS indexes. A cached answer keyed on it never outlives a scan's changes."""
+        derived = [keywords_path(self.catalog)]
+        for name in NAMES:
+            derived += [index_path(self.settings.data_dir, name), manifest_path(self.settings.data_dir, name)]
+        return json.dumps([self.catalog.stamp(), file_stamp(*derived)])
+
     def follow_catalog(self, interval: float = 1.0) -> None:
         """Copy each scan commit for the warm keyword snapshot in the background (every `interval`
         seconds), for a long-running process such as the UI's: otherwise the first search after each
@@ -177,13 +208,13 @@ class SearchEngine:
             rows = None
             view = reader.current()
             if view is not None:
-                rows = _rows(reader.con, rank.browse_sql(filter_sql, view["tracks"]), params)
-                rows = _with_details(reader.con, rows, view["tracks"])
+                rows = _rows(reader.con, pages.browse_sql(filter_sql, view.tracks), params)
+                rows = _with_details(reader.con, rows, view.tracks)
         if rows is None:
             try:
                 with self.catalog.read() as conn:
                     db = _duck(conn)
-                    rows = _with_details(db, _rows(db, rank.browse_sql(filter_sql, "tracks"), params), "tracks")
+                    rows = _with_details(db, _rows(db, pages.browse_sql(filter_sql, "tracks"), params), "tracks")
             except (FileNotFoundError, CatalogError) as exc:
                 return SearchResult([], 0, str(exc))
         total = int(rows[0]["total"]) if rows else self._count(filter_sql, params)
@@ -201,18 +232,12 @@ class SearchEngine:
         with self.catalog.read() as conn:
             return int(_duck(conn).execute(sql, bound).fetchone()[0])
 
-    @staticmethod
-    def _allowed(db: duckdb.DuckDBPyConnection, tracks: str, filters: Filters, filter_sql: str,
-                 params: dict) -> np.ndarray | None:
-        """The ids of the tracks passing the filters (None: no filter)."""
-        if not filters.active():
-            return None
-        bound = {k: v for k, v in params.items() if k.startswith("f_")}
-        sql = f"SELECT t.id FROM {tracks} t WHERE t.status = 'done' {filter_sql}"
-        return db.execute(sql, bound).fetchnumpy()["id"].astype(np.int64)
-
-    def _search(self, parsed: ParsedQuery, filters: Filters, filter_sql: str, params: dict,
-                notes: list[str]) -> SearchResult:
+    def prepare(self, parsed: ParsedQuery, filters: Filters, filter_sql: str, params: dict,
+                notes: list[str] | None = None) -> PreparedQuery:
+        """A parsed query with what every store needs to rank it: its index terms and word runs, whether
+        there is a text index to ask; `params` holds the filters' and the page's. Why a part is missing
+        goes to `notes`."""
+        notes = [] if notes is None else notes
         reader = self.reader()
         if not reader.ok:
             notes.append(reader.error)
@@ -221,83 +246,92 @@ class SearchEngine:
         if not semantic:
             notes.append("The semantic index has not been built yet (run `python -m indexer scan`); "
                          "showing keyword matches only.")
-        params.update(phrase_len=max(1, len(phrase)))
-        query = _Query(parsed, stems, rank.word_runs(phrase), semantic, filters, filter_sql, params)
+        return PreparedQuery(parsed, stems, rank.word_runs(phrase), semantic, filters, filter_sql,
+                             {**params, "phrase_len": max(1, len(phrase))})
+
+    def _search(self, parsed: ParsedQuery, filters: Filters, filter_sql: str, params: dict,
+                notes: list[str]) -> SearchResult:
+        query = self.prepare(parsed, filters, filter_sql, params, notes)
+        reader = self.reader()
         with reader.lock:  # the warm snapshot answers alone, with the changes since if any (search/snapshot.py)
             view = reader.current()
-            found = None
-            if view is not None:
-                found = self._rank(reader.con, view, query, view["tracks"])
+            found = self._rank(reader.con, view, query) if view is not None else None
         if found is None:
             with self.catalog.read() as conn:
                 db = _duck(conn)
-                snapshot = attach_snapshot(db, self.catalog) if reader.ok else None
-                if snapshot is None:
+                view = attach_snapshot(db, self.catalog) if reader.ok else None
+                if view is None:
                     notes.append("The keyword index is missing or from an older version (the next "
                                  "`python -m indexer scan` rebuilds it), so keywords are matched as plain text.")
-                found = self._rank(db, snapshot, query, "tracks")
+                found = self._rank(db, view, query)
         rows, total, terms, by_substring = found
         hits = self._explain(rows, terms, parsed.words, by_substring)
         if not total:
             notes.append("No tracks match" + (" these filters and" if filters.active() else "") + " the query.")
         return SearchResult(hits, total, " ".join(notes))
 
-    def _rank(self, db: duckdb.DuckDBPyConnection, snapshot: dict | None, q: _Query,
-              tracks: str) -> tuple[list[dict], int, list[str] | None, bool]:
-        """Ranked page rows with details, the total, the index terms matched (None: no snapshot), and
-        whether tracks the snapshot lacks were matched by substring.
-
-        `db` has the snapshot attached as `kw` (when there is one); `tracks` is the catalog's table, or
-        the warm snapshot's (`SnapshotReader.current`).
-        """
+    def plan(self, db: duckdb.DuckDBPyConnection, view: SnapshotView | None, q: PreparedQuery) -> Plan:
+        """How `db` ranks `q`: with the snapshot `view` (the reader's own connection or a catalog
+        connection with it attached), or without a snapshot (None: every track matched by substring)."""
+        tracks = view.tracks if view is not None else "tracks"
         termids: list[int] | None = None
         terms: list[str] | None = None
         genres: list[tuple[str, bool]] = []
         like_words: list[str] = list(q.parsed.words)
-        if snapshot is not None:
+        if view is not None:
             found = db.execute(rank.terms_sql(q.stems)).fetchall()
             if q.runs:
                 genres = db.execute(rank.genres_sql(q.runs)).fetchall()
             terms = [term for _, term, _ in found]
-            rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]]
+            rare = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * view.num_docs]
             termids = rare or [t for t, _, _ in found]
-            if not snapshot["stale"]:
+            if not view.changed:
                 like_words = []  # the snapshot holds every track: BM25 covers them all
         params = dict(q.params)
         # The filters are evaluated once: their ids restrict the vector search and, as a registered
         # table, the ranking SQL (evaluating them again there cost as much again; docs/benchmarks.md,
         # "Why the search path is built this way").
-        allowed = self._allowed(db, tracks, q.filters, q.filter_sql, params)
+        allowed = allowed_ids(db, tracks, q.filters, q.filter_sql, params)
         params.update({f"like{i}": f"%{w}%" for i, w in enumerate(like_words)})
         if allowed is not None:
             params = {k: v for k, v in params.items() if not k.startswith("f_")}
-        warm = tracks != "tracks"
-        shape = dict(filters_sql=q.filter_sql, check_tracks=not warm, tracks=tracks,
-                     allowed=None if allowed is None else ALLOWED_TABLE, delta=warm and snapshot["stale"])
+        private = view is not None and view.private
+        ranking = rank.Ranking(termids, len(like_words), q.runs, genres, filters_sql=q.filter_sql, tracks=tracks,
+                               check_tracks=not private, allowed=None if allowed is None else ALLOWED_TABLE,
+                               copied=view is not None and view.copied, music=q.parsed.music)
+        return Plan(ranking, params, allowed, terms, like_words)
+
+    def _rank(self, db: duckdb.DuckDBPyConnection, view: SnapshotView | None,
+              q: PreparedQuery) -> tuple[list[dict], int, list[str] | None, bool]:
+        """Ranked page rows with details, the total, the index terms matched (None: no snapshot), and
+        whether tracks the snapshot lacks were matched by substring."""
+        plan = self.plan(db, view, q)
+        ranking, params = plan.ranking, plan.params
 
         def ranked(head_only: bool, **page: int) -> list[dict]:
-            sql = rank.search_sql(termids, len(like_words), q.runs, genres, head_only=head_only,
-                                  music=q.parsed.music, **shape)
-            return _rows(db, sql, _bound(sql, {**params, **page}))
+            sql = ranking.search_sql(head_only=head_only)
+            return _rows(db, sql, rank.bind(sql, {**params, **page}))
 
         # A tail track can only be boosted by a genre the query names (one of the snapshot's, or any of
         # its word runs for tracks matched by substring) and by the tempo, key and vocals it asks for.
-        genre_chars = max((len(g) for g in (q.runs if like_words else [g for g, _ in genres])), default=0)
+        genre_chars = max((len(g) for g in (q.runs if plan.like_words else [g for g, _ in ranking.genres])),
+                          default=0)
         tail_best = rank.max_tail_score(genre_chars, params["phrase_len"], q.parsed.music.best_boost())
-        if allowed is not None:
-            db.register(ALLOWED_TABLE, {"id": allowed})
+        if plan.allowed is not None:
+            db.register(ALLOWED_TABLE, {"id": plan.allowed})
         try:
             # The keyword stage needs no query vector: on two cores it runs while this thread embeds the
             # query and asks FAISS (both release the GIL), which makes a search faster than with the stage
             # run first (docs/benchmarks.md, "Why the search path is built this way"). Nothing else uses
             # `db` until it is done.
-            stage = _KEYWORD_STAGES.submit(_run_all, db, rank.keyword_sql(termids, len(like_words), **shape), params)
+            stage = _KEYWORD_STAGES.submit(rank.run_statements, db, ranking.keyword_sql(), params)
             try:
-                sem_ids, sem_sims = self._semantic(q, allowed)
+                sem_ids, sem_sims = self.semantic(q, plan.allowed)
             finally:
                 stage.result()
-            if warm and allowed is None:  # the text index may be a save ahead of or behind the snapshot
-                held = self.reader().held(sem_ids, snapshot["stale"])
+            if view is not None and view.private and plan.allowed is None:
+                # the text index may be a save ahead of or behind the snapshot
+                held = self.reader().held(sem_ids, view.changed)
                 sem_ids = [i for i, h in zip(sem_ids, held, strict=True) if h]
                 sem_sims = [s for s, h in zip(sem_sims, held, strict=True) if h]
             params.update(sem_ids=sem_ids, sem_sims=sem_sims)
@@ -310,13 +344,14 @@ class SearchEngine:
                 first = ranked(head_only=True, offset=0, limit=1)
                 total = int(first[0]["total"]) if first else 0
         finally:
-            if allowed is not None:
+            if plan.allowed is not None:
                 db.unregister(ALLOWED_TABLE)
             for table in (rank.KEYWORD_TABLE, rank.LIKE_TABLE):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-        return _with_details(db, rows, tracks, with_tags=True), total, terms, bool(like_words)
+        return _with_details(db, rows, view.tracks if view else "tracks", with_tags=True), total, plan.terms, \
+            bool(plan.like_words)
 
-    def _semantic(self, q: _Query, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
+    def semantic(self, q: PreparedQuery, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """The captions nearest the query in meaning (ids and cosines), among the allowed tracks."""
         if not q.semantic:
             return [], []
@@ -422,11 +457,11 @@ class SearchEngine:
         filter_sql, params = filters.sql()
         with self.catalog.read() as conn:
             db = _duck(conn)
-            allowed = self._allowed(db, "tracks", filters, filter_sql, params)
+            allowed = allowed_ids(db, "tracks", filters, filter_sql, params)
             ids, sims = self.audio_index.search(vec, depth + 1, allowed)
             params.update(ids=ids.tolist(), sims=sims.astype(float).tolist(), encoder_version=encoder_version,
                           exclude=exclude, limit=depth)
-            rows = _rows(db, rank.like_sql(filter_sql), params)
+            rows = _rows(db, like.like_sql(filter_sql), params)
             vectors = like.musicnn_vectors(db, [r["id"] for r in rows], version) if query is not None else {}
             rows = _with_details(db, like.blend(rows, query, vectors, weight)[:top_k], "tracks")
         return [_hit(r, score=r["score"], audio=float(r["audio"]), reasons=[like.reason(why, r)])
@@ -474,7 +509,7 @@ class SearchEngine:
         and at a million tracks the distinct values take longer than a search (docs/benchmarks.md,
         "Search latency at catalog size").
         """
-        key = (catalog_stamp(self.catalog), filters or Filters())  # before reading: a write gives a new stamp
+        key = (self.catalog.stamp(), filters or Filters())  # before reading: a write gives a new stamp
         with self._lock:
             if self._facets is not None and self._facets[0] == key:
                 return self._facets[1]

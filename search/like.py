@@ -20,6 +20,14 @@ MUSICNN_WEIGHT = 0.5
 LIKE_DEPTH = 200
 
 
+def like_sql(filters_sql: str) -> str:
+    """Audio neighbours that pass the filters: same encoder version only, the query track excluded."""
+    return f"""WITH sim AS (SELECT unnest($ids::INTEGER[]) AS track_id, unnest($sims::DOUBLE[]) AS audio)
+    SELECT t.id, sim.audio FROM sim JOIN tracks t ON t.id = sim.track_id JOIN embeddings e ON e.track_id = t.id
+    WHERE t.status = 'done' AND e.encoder_version = $encoder_version AND t.id <> $exclude {filters_sql}
+    ORDER BY sim.audio DESC, t.id LIMIT $limit"""
+
+
 def unit(blob: bytes | np.ndarray | None) -> np.ndarray | None:
     """A stored fp32 embedding as a unit vector; None when there is none or it is all zeros."""
     if blob is None:

@@ -10,8 +10,14 @@ columns involved rather than a round trip per candidate.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
+import duckdb
+
 from catalog.text import MIN_NAME_CHARS, NAME_COLUMNS, auto_text_sql, name_hash, names_sql, norm_sql
 from search.music import BOOST_COLUMNS, MusicIntent
+from search.snapshot import CHANGED_IDS, CHANGED_NAMES, CHANGED_SQL, CHANGED_TRACKS, haystack_sql
 
 # Reciprocal rank fusion (Cormack, Clarke and Buettcher 2009): score = sum_i W_i / (RRF_K + rank_i).
 # Rank fusion needs no calibration between a cosine similarity and a BM25 score, which live on
@@ -52,23 +58,7 @@ KEYWORD_DEPTH = 1000
 SCAN_NAME_RUNS = 105
 
 NAME_FIELDS = ("title", "artist", "album", "genre")
-HIT_COLUMNS = ("path", "title", "artist", "album", "genre", "year", "duration", "format", "root", "bpm", "tonic",
-               "mode", "vocals", "auto_genre")
-FRESH_SQL = """SELECT id FROM tracks WHERE status = 'done'
-    AND indexed_at > (SELECT coalesce(max_indexed_at, '-infinity'::TIMESTAMP) FROM kw.kw_meta)"""
-FRESH_COUNT_SQL = f"SELECT count(*) FROM ({FRESH_SQL})"  # tracks indexed after the keyword snapshot
-# A search on the warm snapshot after the catalog moved on, as during a scan (search/snapshot.py copies these
-# once per catalog change): the rows of the tracks new or changed since the snapshot, laid out as
-# kw.kw_tracks; the ids whose snapshot entries no longer count (those, and the tracks gone); and a view
-# of the catalog's finished tracks as they are now, the snapshot's with the changes applied.
-DELTA_TRACKS = "search_delta"
-DELTA_NAMES = "search_delta_names"  # and their names, normalised as the snapshot's (`delta_names_sql`)
-DELTA_STALE = "search_stale"
-DELTA_AUTO = "search_delta_auto"  # their auto-tags, laid out as kw.kw_auto
-LIVE_TRACKS = "search_live"
-LIVE_AUTO = "search_live_auto"  # the auto-tags of LIVE_TRACKS
-# Where the auto-tags of each table of tracks a search reads are (`page_tags_sql`).
-AUTO_TABLES = {"tracks": "auto_tags", "kw.kw_tracks": "kw.kw_auto", LIVE_TRACKS: LIVE_AUTO}
+_NAMED = tuple(f for f in NAME_FIELDS if f != "genre")  # the fields whose names make a track a candidate
 # Temporary tables of one search, on its connection: its keyword matches with their scores, filtered,
 # and of those the tracks matched by substring (their names are read live).
 KEYWORD_TABLE = "search_keywords"
@@ -99,26 +89,20 @@ def terms_sql(stems: list[str]) -> str:
     return f"SELECT termid, term, df FROM kw.kw_terms WHERE term IN ({_literals(stems)})"
 
 
-def _fresh_sql(delta: bool) -> str:
-    """The ids of the tracks whose snapshot entries no longer count: from the delta, or the catalog's
-    tracks indexed after the snapshot (tracks gone from the catalog are left out by joining `tracks`)."""
-    return f"SELECT id FROM {DELTA_STALE}" if delta else FRESH_SQL
+def _changed_sql(copied: bool) -> str:
+    """The ids of the tracks whose snapshot entries no longer count: from the reader's copy of the
+    changes, or the catalog's tracks indexed after the snapshot (tracks gone from the catalog are left
+    out by joining `tracks`)."""
+    return f"SELECT id FROM {CHANGED_IDS}" if copied else CHANGED_SQL
 
 
-def haystack_sql(caption: str, auto_text: str, t: str = "t") -> str:
-    """A track's text matched by substring: its caption (`caption`), names (of table alias `t`) and auto-tags
-    (`auto_text`, from `auto_text_sql`), lower case, so that `LIKE lower(pattern)` is ILIKE, four times
-    faster on text lowered once."""
-    return (f"lower(concat_ws(' ', {caption}, {t}.title, {t}.artist, {t}.album_artist, {t}.album, {t}.genre, "
-            f"{auto_text}))")
-
-
-def _docs_sql(delta: bool, fresh_only: bool) -> str:
-    """(id, hay) of the finished tracks to match by substring (`haystack_sql`): the delta's (lowered when
-    copied), else the catalog's (`fresh_only`: those indexed after the snapshot, else all)."""
-    if delta:
-        return f"SELECT id, hay FROM {DELTA_TRACKS}"
-    scope = "t.id IN (SELECT id FROM fresh)" if fresh_only else ""
+def _docs_sql(copied: bool, changed_only: bool) -> str:
+    """(id, hay) of the finished tracks to match by substring (`haystack_sql`): the reader's copy of the
+    changed ones (lowered when copied) when `copied`, else the catalog's (`changed_only`: those indexed
+    after the snapshot, else all)."""
+    if copied:
+        return f"SELECT id, hay FROM {CHANGED_TRACKS}"
+    scope = "t.id IN (SELECT id FROM changed)" if changed_only else ""
     auto = auto_text_sql(scope.replace("t.id", "a.track_id"))
     return f"""SELECT t.id, {haystack_sql("c.text", "a.auto_text")} AS hay FROM tracks t
         LEFT JOIN captions c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
@@ -126,10 +110,10 @@ def _docs_sql(delta: bool, fresh_only: bool) -> str:
         WHERE t.status = 'done' {"AND " + scope if scope else ""}"""
 
 
-def _bm25_sql(termids: list[int], stale: bool) -> str:
+def _bm25_sql(termids: list[int], changed: bool) -> str:
     """Per-track BM25: the sum of the snapshot's posting weights (term ids are ints: safe to inline)."""
     ids = ", ".join(str(int(t)) for t in termids)
-    skip = "AND track_id NOT IN (SELECT id FROM fresh)" if stale else ""
+    skip = "AND track_id NOT IN (SELECT id FROM changed)" if changed else ""
     return f"""SELECT track_id, sum(weight)::DOUBLE AS keyword FROM kw.kw_postings
     WHERE termid IN ({ids}) {skip} GROUP BY track_id"""
 
@@ -142,24 +126,18 @@ def _like_sql(n_words: int, docs: str) -> str:
         WHERE keyword > 0"""
 
 
-def _live_names_sql(delta: bool) -> str:
+def _substring_names_sql(copied: bool) -> str:
     """(track_id, field, key): the names of the tracks matched by substring, which the snapshot does not
-    hold: the delta's, normalised when it was copied, else the catalog's, normalised now (a Unicode
+    hold: the reader's copy's, normalised when it was copied, else the catalog's, normalised now (a Unicode
     regex is compiled anew for each column of each statement)."""
-    if delta:
-        return f"SELECT * FROM {DELTA_NAMES} WHERE track_id IN (SELECT track_id FROM {LIKE_TABLE})"
+    if copied:
+        return f"SELECT * FROM {CHANGED_NAMES} WHERE track_id IN (SELECT track_id FROM {LIKE_TABLE})"
     cols = ", ".join(f"{norm_sql('t.' + c)} AS name_{c}" for c in NAME_COLUMNS)
     source = f"(SELECT t.id, {cols} FROM tracks t WHERE t.id IN (SELECT track_id FROM {LIKE_TABLE}))"
     return names_sql(source, "id", "name_")
 
 
-def delta_names_sql() -> str:
-    """The rows of DELTA_NAMES: the names of the delta's tracks, as `_live_names_sql` gives the catalog's."""
-    cols = ", ".join(f"{norm_sql(c)} AS name_{c}" for c in NAME_COLUMNS)
-    return names_sql(f"(SELECT id, {cols} FROM {DELTA_TRACKS})", "id", "name_")
-
-
-def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
+def _snapshot_names_sql(runs: list[str], changed: bool) -> str:
     """(track_id, field, chars) of the snapshot's names that are word runs of the query, by their hashes.
 
     One equality lookup per run: DuckDB applies an equality to the sorted hash column as it scans, reading
@@ -176,17 +154,17 @@ def _snapshot_names_sql(runs: list[str], stale: bool) -> str:
         found = pick.format(f"IN ({', '.join(map(str, hashes))})")
     else:
         found = " UNION ALL ".join(pick.format(f"= {h}") for h in hashes)
-    # tracks changed since: their names come from `_live_names_sql` (one test of the lot, not one a run)
-    return f"SELECT * FROM ({found}) WHERE track_id NOT IN (SELECT id FROM fresh)" if stale else found
+    # tracks changed since: their names come from `_substring_names_sql` (one test of the lot, not one a run)
+    return f"SELECT * FROM ({found}) WHERE track_id NOT IN (SELECT id FROM changed)" if changed else found
 
 
-def _genre_sql(bitmaps: list[str], rows: bool, stale: bool) -> tuple[str, str]:
+def _genre_sql(bitmaps: list[str], rows: bool, changed: bool) -> tuple[str, str]:
     """Joins and the expression for candidate `l`'s genre boost: from its genre's name rows (`rows`:
     there may be some; `l.n_genre`), else from the bitmaps of the named genres `bitmaps` (kw.kw_genres).
 
     A track has one genre, so at most one bitmap holds it and the sum is that genre's boost (computed
     once per genre, as `_boost` computes it per track) or 0. Ids past the bitmaps' end (tracks newer
-    than the snapshot) are in none, and a track indexed after the snapshot (`fresh`) may have another
+    than the snapshot) are in none, and a track changed since the snapshot (`changed`) may have another
     genre by now: its live name rows say which.
     """
     if not bitmaps:
@@ -194,7 +172,7 @@ def _genre_sql(bitmaps: list[str], rows: bool, stale: bool) -> tuple[str, str]:
     joins = " ".join(f"""CROSS JOIN (SELECT bits, bit_length(bits) AS span, {_boost("genre", "length(key)")} AS b
         FROM kw.kw_genres WHERE key = {_literals([g])}) g{i}""" for i, g in enumerate(bitmaps))
     found = " + ".join(f"get_bit(g{i}.bits, l.id) * g{i}.b" for i in range(len(bitmaps)))
-    guard = "l.id < g0.span" + (" AND l.id NOT IN (SELECT id FROM fresh)" if stale else "")
+    guard = "l.id < g0.span" + (" AND l.id NOT IN (SELECT id FROM changed)" if changed else "")
     in_bitmaps = f"CASE WHEN {guard} THEN {found} END"
     return joins, f"coalesce({_share('genre', 'l.n_genre')}, {in_bitmaps}, 0)" if rows else f"coalesce({in_bitmaps}, 0)"
 
@@ -221,144 +199,183 @@ def _score(srank: str, krank: str, boosts: list[str]) -> str:
             + " + ".join(boosts))
 
 
-def _restricted(rows: str, id_column: str, filters_sql: str, check_tracks: bool, tracks: str,
-                allowed: str | None) -> str:
-    """`rows` kept to the tracks that are done and pass the filters: by the registered `allowed` ids, or
-    by joining `tracks` when `check_tracks`, else as they are (see `search_sql`)."""
-    if allowed is not None:
-        return f"SELECT m.* FROM ({rows}) m SEMI JOIN {allowed} a ON a.id = m.{id_column}"
-    if check_tracks:
-        return f"""SELECT m.* FROM ({rows}) m JOIN {tracks} t ON t.id = m.{id_column}
-        WHERE t.status = 'done' {filters_sql}"""
-    return rows
+@dataclass(frozen=True)
+class Ranking:
+    """The shape of one search's two statements (`keyword_sql`, then `search_sql`), prepared by the engine
+    (`SearchEngine.plan`) from the query and the store that answers it.
 
-
-def keyword_sql(termids: list[int] | None, n_like: int, filters_sql: str, check_tracks: bool, tracks: str,
-                allowed: str | None = None, delta: bool = False) -> list[str]:
-    """The keyword stage of a search: statements that fill KEYWORD_TABLE (track_id, keyword) with every
-    keyword match that passes the filters, and LIKE_TABLE with those matched by substring.
-
-    `termids`: the query's terms in the keyword snapshot (None: no snapshot; [] none matched); `n_like`:
-    query words matched by substring (all tracks without a snapshot, else the tracks indexed after it);
-    `check_tracks`, `tracks`, `allowed`, `delta` as for `search_sql`. Parameters: $like0.. and the
-    filters' (unless `allowed`).
+    `termids`: the query's terms in the keyword snapshot (None: no snapshot; []: none matched); `n_like`:
+    query words matched by substring ($like0..), in every track without a snapshot, else in the tracks
+    changed since it; `runs`: the query's word runs, for whole-name matches; `genres`: those of the runs
+    that are genres in the snapshot, each with whether it has a bitmap (`genres_sql`); `tracks`: the
+    table the tracks are read from (the catalog's `tracks`, the snapshot's `kw.kw_tracks`, or
+    CURRENT_TRACKS); `check_tracks`: join `tracks` for the filters and the track status, unneeded, and a
+    scan of every track saved, when the snapshot's own table answers without filters; `allowed`:
+    instead, a table (registered on the connection) of the ids of the tracks that are done and pass the
+    filters, computed once for the vector search too, so the filters are not evaluated again here;
+    `copied`: the tracks changed since the snapshot come from the reader's copy (CHANGED_TRACKS), not
+    from the catalog; `music`: what the query asks of tempo, key and vocals, boosts read from `tracks`
+    (search/music.py).
     """
-    snapshot = termids is not None
-    fresh = f"WITH fresh AS ({_fresh_sql(delta)}) " if snapshot and n_like else ""
-    statements, parts = [], []
-    if termids:
-        parts.append(_bm25_sql(termids, stale=bool(fresh)))
-    if n_like:
-        like = _like_sql(n_like, _docs_sql(delta, fresh_only=snapshot))
-        statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {fresh}{like}")
-        parts.append(f"SELECT track_id, keyword FROM {LIKE_TABLE}")
-    kw = " UNION ALL ".join(parts) or "SELECT NULL::INTEGER AS track_id, NULL::DOUBLE AS keyword WHERE false"
-    kw = _restricted(kw, "track_id", filters_sql, check_tracks, tracks, allowed)
-    statements.append(f"CREATE OR REPLACE TEMP TABLE {KEYWORD_TABLE} AS {fresh}{kw}")
-    return statements
 
+    termids: list[int] | None
+    n_like: int
+    runs: list[str]
+    genres: list[tuple[str, bool]]
+    filters_sql: str
+    tracks: str
+    check_tracks: bool
+    allowed: str | None = None
+    copied: bool = False
+    music: MusicIntent = field(default_factory=MusicIntent)
 
-def search_sql(termids: list[int] | None, n_like: int, runs: list[str], genres: list[tuple[str, bool]],
-               filters_sql: str, check_tracks: bool, tracks: str, allowed: str | None = None,
-               delta: bool = False, head_only: bool = False, music: MusicIntent | None = None) -> str:
-    """The ranked page of one search: ids, scores, ranks, name boosts, the total and the tail's size.
+    @property
+    def changed(self) -> bool:
+        """Whether the snapshot's entries of the tracks changed since it must be set aside."""
+        return self.termids is not None and self.n_like > 0
 
-    Reads KEYWORD_TABLE and LIKE_TABLE, which `keyword_sql` with the same arguments filled.
-    `termids`, `n_like` as for `keyword_sql`; `runs`: the query's word runs, for whole-name matches;
-    `genres`: those of the runs that are genres in the snapshot, each with whether it has a bitmap
-    (`genres_sql`); `check_tracks`: join `tracks` (the catalog's table, or the snapshot's copy when it is
-    current) for the filters and the track status, unneeded, and a scan of every track saved, when there
-    are no filters and the snapshot and the text index are current; `allowed`: instead, a table
-    (registered on the connection) of the ids of the tracks that are done and pass the filters, computed
-    once for the vector search too, so the filters are not evaluated again here; `delta`: the tracks the
-    snapshot lacks come from the delta tables (DELTA_TRACKS), not the catalog's; `music`: what the query
-    asks of tempo, key and vocals, boosts read from `tracks` (search/music.py). Parameters: $sem_ids,
-    $sem_sims, $phrase_len, $limit, $offset and the filters' (unless `allowed`).
+    def keyword_sql(self) -> list[str]:
+        """The keyword stage: statements that fill KEYWORD_TABLE (track_id, keyword) with every keyword
+        match that passes the filters, and LIKE_TABLE with those matched by substring. Parameters: $like0..
+        and the filters' (unless `allowed`)."""
+        with_changed = f"WITH changed AS ({_changed_sql(self.copied)}) " if self.changed else ""
+        statements, parts = [], []
+        if self.termids:
+            parts.append(_bm25_sql(self.termids, self.changed))
+        if self.n_like:
+            like = _like_sql(self.n_like, _docs_sql(self.copied, changed_only=self.termids is not None))
+            statements.append(f"CREATE OR REPLACE TEMP TABLE {LIKE_TABLE} AS {with_changed}{like}")
+            parts.append(f"SELECT track_id, keyword FROM {LIKE_TABLE}")
+        kw = " UNION ALL ".join(parts) or "SELECT NULL::INTEGER AS track_id, NULL::DOUBLE AS keyword WHERE false"
+        statements.append(f"CREATE OR REPLACE TEMP TABLE {KEYWORD_TABLE} AS {with_changed}{self._restricted(kw, 'track_id')}")
+        return statements
 
-    `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
-    tracks named by title, artist or album) and count the rest, the tail: keyword matches that score
-    at most `max_tail_score`. At a million tracks a broad query matches a quarter of the library by
-    keyword, and carrying all of those through the joins and the sort cost more than summing their BM25
-    weights (docs/benchmarks.md, "Why the search path is built this way"); the page is the same whenever
-    `head_page_is_exact` says so. The column `tail` counts the tail's tracks (0 when not `head_only`: the
-    page ranks everything).
-    """
-    snapshot = termids is not None
-    stale = snapshot and n_like > 0
-    bitmaps = [g for g, bitmap in genres if bitmap] if snapshot else []
-    # name rows of genres: of the snapshot's rarer genres, and of tracks matched by substring
-    genre_rows = n_like > 0 or (snapshot and not all(bitmap for _, bitmap in genres))
-    ctes = ["sem AS (SELECT unnest($sem_ids::INTEGER[]) AS track_id, unnest($sem_sims::DOUBLE[]) AS semantic)"]
-    name_parts = []
-    if stale:
-        ctes.append(f"fresh AS ({_fresh_sql(delta)})")
-    if snapshot:
-        name_parts.append(_snapshot_names_sql(runs, stale))
-    if n_like:
-        name_parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_live_names_sql(delta)})
-            WHERE key IN ({_literals(runs)})""")
-    empty = "SELECT NULL::INTEGER AS track_id, {} WHERE false"
-    per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
-    named = " UNION ALL ".join(name_parts) or empty.format("NULL::VARCHAR AS field, NULL::INTEGER AS chars")
-    ctes.append(f"named AS (SELECT track_id, {per_field} FROM ({named}) GROUP BY track_id)")
-    named_fields = [f for f in NAME_FIELDS if f != "genre"]
-    others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in named_fields)
-    keyword_list = KEYWORD_TABLE
-    if head_only:  # the head's keyword scores
-        ctes.append(f"""kw_head AS (SELECT track_id FROM (
+    def search_sql(self, head_only: bool = False) -> str:
+        """The ranked page: ids, scores, ranks, name boosts, the total and the tail's size. Reads the tables
+        `keyword_sql` filled. Parameters: $sem_ids, $sem_sims, $phrase_len, $limit, $offset and the
+        filters' (unless `allowed`).
+
+        `head_only`: rank only the head (the KEYWORD_DEPTH best keyword matches, the semantic list and the
+        tracks named by title, artist or album) and count the rest, the tail: keyword matches that score
+        at most `max_tail_score`. At a million tracks a broad query matches a quarter of the library by
+        keyword, and carrying all of those through the joins and the sort cost more than summing their
+        BM25 weights (docs/benchmarks.md, "Why the search path is built this way"); the page is the same
+        whenever `head_page_is_exact` says so. The column `tail` counts the tail's tracks (0 when not
+        `head_only`: the page ranks everything).
+        """
+        ctes = self._candidate_ctes(head_only) + _page_ctes()
+        boosts = ", ".join(f"{_boost(f, f'n_{f}')} AS b_{f}" for f in _NAMED)
+        return f"""WITH {", ".join(ctes)}
+    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre,
+           {", ".join(BOOST_COLUMNS)}, score, {_counts_sql(head_only)}
+    FROM page ORDER BY score DESC, keyword DESC NULLS LAST, id"""
+
+    def _candidate_ctes(self, head_only: bool) -> list[str]:
+        """`sem` (the semantic list), `changed`, `named` (whole-name matches per field), the head's keyword
+        list when `head_only`, and `cand`: every candidate with its lists, boosts and genre, filtered."""
+        snapshot = self.termids is not None
+        ctes = ["sem AS (SELECT unnest($sem_ids::INTEGER[]) AS track_id, unnest($sem_sims::DOUBLE[]) AS semantic)"]
+        if self.changed:
+            ctes.append(f"changed AS ({_changed_sql(self.copied)})")
+        ctes.append(f"named AS ({self._named_sql()})")
+        others = " OR ".join(f"n.n_{f} IS NOT NULL" for f in _NAMED)
+        keyword_list = KEYWORD_TABLE
+        if head_only:  # the head's keyword scores
+            ctes.append(f"""kw_head AS (SELECT track_id FROM (
                 SELECT track_id FROM {KEYWORD_TABLE} ORDER BY keyword DESC, track_id LIMIT {KEYWORD_DEPTH})
             UNION SELECT track_id FROM sem UNION SELECT track_id FROM named n WHERE {others})""")
-        ctes.append(f"kw_part AS (SELECT k.* FROM {KEYWORD_TABLE} k SEMI JOIN kw_head h ON h.track_id = k.track_id)")
-        keyword_list = "kw_part"
-    # Each track is in each list at most once, so outer joins (against the small semantic and name lists)
-    # line the lists up without aggregating the long keyword list again.
-    # A genre only adds to the score of a track found otherwise (by its caption's meaning, its keywords or
-    # another name), never makes it a candidate: it is a description shared by thousands of tracks, not a
-    # name, and BM25 indexes the genre field, so a genre word finds those tracks as keywords anyway unless
-    # the word is in over half the catalog and the query has rarer ones (COMMON_TERM_SHARE), when listing
-    # them all is what that rule avoids. So genre name rows go through the full join but leave no row of
-    # their own, and the genres of many tracks are tested per candidate in their bitmaps.
-    lists = f"""SELECT coalesce(k.track_id, s.track_id, n.track_id) AS id, s.semantic, k.keyword,
+            ctes.append(f"kw_part AS (SELECT k.* FROM {KEYWORD_TABLE} k SEMI JOIN kw_head h ON h.track_id = k.track_id)")
+            keyword_list = "kw_part"
+        # name rows of genres: of the snapshot's rarer genres, and of tracks matched by substring
+        genre_rows = self.n_like > 0 or (snapshot and not all(bitmap for _, bitmap in self.genres))
+        # Each track is in each list at most once, so outer joins (against the small semantic and name lists)
+        # line the lists up without aggregating the long keyword list again.
+        # A genre only adds to the score of a track found otherwise (by its caption's meaning, its keywords or
+        # another name), never makes it a candidate: it is a description shared by thousands of tracks, not a
+        # name, and BM25 indexes the genre field, so a genre word finds those tracks as keywords anyway unless
+        # the word is in over half the catalog and the query has rarer ones (COMMON_TERM_SHARE), when listing
+        # them all is what that rule avoids. So genre name rows go through the full join but leave no row of
+        # their own, and the genres of many tracks are tested per candidate in their bitmaps.
+        lists = f"""SELECT coalesce(k.track_id, s.track_id, n.track_id) AS id, s.semantic, k.keyword,
                {", ".join(f"n.n_{f}" for f in NAME_FIELDS)}
         FROM {keyword_list} k FULL JOIN sem s ON s.track_id = k.track_id
         FULL JOIN named n ON n.track_id = coalesce(k.track_id, s.track_id)
         {f"WHERE k.track_id IS NOT NULL OR s.track_id IS NOT NULL OR {others}" if genre_rows else ""}"""
-    joins, genre = _genre_sql(bitmaps, genre_rows, stale)
-    music = music or MusicIntent()
-    if music.active:
-        joins += f" LEFT JOIN {tracks} m ON m.id = l.id"
-    heard = ", ".join(f"{expr} AS {name}" for name, expr in music.columns("m").items())
-    lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in named_fields)},
+        bitmaps = [g for g, bitmap in self.genres if bitmap] if snapshot else []
+        joins, genre = _genre_sql(bitmaps, genre_rows, self.changed)
+        if self.music.active:
+            joins += f" LEFT JOIN {self.tracks} m ON m.id = l.id"
+        heard = ", ".join(f"{expr} AS {name}" for name, expr in self.music.columns("m").items())
+        lists = f"""SELECT l.id, l.semantic, l.keyword, {", ".join(f"l.n_{f}" for f in _NAMED)},
                {genre} AS b_genre, {heard} FROM ({lists}) l {joins}"""
-    ctes.append(f"cand AS ({_restricted(lists, 'id', filters_sql, check_tracks, tracks, allowed)})")
-    ctes.append(f"""kw_top AS (SELECT id, rank() OVER (ORDER BY keyword DESC) AS krank FROM (
-        SELECT id, keyword FROM cand WHERE keyword IS NOT NULL ORDER BY keyword DESC, id LIMIT {KEYWORD_DEPTH}))""")
-    ctes.append("sem_top AS (SELECT id, rank() OVER (ORDER BY semantic DESC) AS srank FROM cand "
-                "WHERE semantic IS NOT NULL)")
+        ctes.append(f"cand AS ({self._restricted(lists, 'id')})")
+        return ctes
+
+    def _named_sql(self) -> str:
+        """(track_id, n_title, n_artist, n_album, n_genre): the characters of each field the query names
+        whole, from the snapshot's names and those of the tracks matched by substring."""
+        parts = []
+        if self.termids is not None:
+            parts.append(_snapshot_names_sql(self.runs, self.changed))
+        if self.n_like:
+            parts.append(f"""SELECT track_id, field, length(key) AS chars FROM ({_substring_names_sql(self.copied)})
+            WHERE key IN ({_literals(self.runs)})""")
+        per_field = ", ".join(f"max(CASE WHEN field = '{f}' THEN chars END) AS n_{f}" for f in NAME_FIELDS)
+        named = " UNION ALL ".join(parts) or \
+            "SELECT NULL::INTEGER AS track_id, NULL::VARCHAR AS field, NULL::INTEGER AS chars WHERE false"
+        return f"SELECT track_id, {per_field} FROM ({named}) GROUP BY track_id"
+
+    def _restricted(self, rows: str, id_column: str) -> str:
+        """`rows` kept to the tracks that are done and pass the filters: by the registered `allowed` ids, or
+        by joining `tracks` when `check_tracks`, else as they are."""
+        if self.allowed is not None:
+            return f"SELECT m.* FROM ({rows}) m SEMI JOIN {self.allowed} a ON a.id = m.{id_column}"
+        if self.check_tracks:
+            return f"""SELECT m.* FROM ({rows}) m JOIN {self.tracks} t ON t.id = m.{id_column}
+        WHERE t.status = 'done' {self.filters_sql}"""
+        return rows
+
+
+def _page_ctes() -> list[str]:
+    """`kw_top` and `sem_top` (each list's ranks among the candidates) and `page`: the candidates scored,
+    sorted, cut to $limit from $offset."""
     # Most candidates are keyword matches past KEYWORD_DEPTH with no other list and no name: all of them
     # score the keyword rank KEYWORD_DEPTH + 1 plus their genre's boost, one addition each. Only the head
     # (the tracks of either ranked list or named, a few thousand at most) needs the full sum; computed for
     # every candidate it took longer than the BM25 sum (docs/benchmarks.md, "Why the search path is built
     # this way").
-    tail_of = " AND ".join(["k.id IS NULL", "s.id IS NULL", *(f"c.n_{f} IS NULL" for f in named_fields)])
+    tail_of = " AND ".join(["k.id IS NULL", "s.id IS NULL", *(f"c.n_{f} IS NULL" for f in _NAMED)])
     shared = ["c.b_genre", *(f"c.{b}" for b in BOOST_COLUMNS)]  # what a tail track may have too
-    head = _score("s.srank", _krank("c.keyword", "k.krank"),
-                  [_boost(f, f"c.n_{f}") for f in named_fields] + shared)
-    tail = _score("NULL::BIGINT", f"{KEYWORD_DEPTH + 1}::BIGINT", ["0::DOUBLE"] * len(named_fields) + shared)
-    ctes.append(f"""page AS (
+    head = _score("s.srank", _krank("c.keyword", "k.krank"), [_boost(f, f"c.n_{f}") for f in _NAMED] + shared)
+    tail = _score("NULL::BIGINT", f"{KEYWORD_DEPTH + 1}::BIGINT", ["0::DOUBLE"] * len(_NAMED) + shared)
+    return [f"""kw_top AS (SELECT id, rank() OVER (ORDER BY keyword DESC) AS krank FROM (
+        SELECT id, keyword FROM cand WHERE keyword IS NOT NULL ORDER BY keyword DESC, id LIMIT {KEYWORD_DEPTH}))""",
+            "sem_top AS (SELECT id, rank() OVER (ORDER BY semantic DESC) AS srank FROM cand "
+            "WHERE semantic IS NOT NULL)",
+            f"""page AS (
         SELECT c.*, s.srank, k.krank, CASE WHEN {tail_of} THEN {tail} ELSE {head} END AS score
         FROM cand c LEFT JOIN kw_top k ON k.id = c.id LEFT JOIN sem_top s ON s.id = c.id
-        ORDER BY score DESC, c.keyword DESC NULLS LAST, c.id LIMIT $limit OFFSET $offset)""")
-    boosts = ", ".join(f"{_boost(f, f'n_{f}')} AS b_{f}" for f in named_fields)
-    if head_only:  # every keyword match, and the head's tracks found otherwise
-        counts = f"""(SELECT count(*) FROM {KEYWORD_TABLE}) + (SELECT count(*) FROM cand WHERE keyword IS NULL) AS total,
+        ORDER BY score DESC, c.keyword DESC NULLS LAST, c.id LIMIT $limit OFFSET $offset)"""]
+
+
+def _counts_sql(head_only: bool) -> str:
+    """The total (every keyword match, and the head's tracks found otherwise) and the tail's size."""
+    if head_only:
+        return f"""(SELECT count(*) FROM {KEYWORD_TABLE}) + (SELECT count(*) FROM cand WHERE keyword IS NULL) AS total,
            (SELECT count(*) FROM {KEYWORD_TABLE}) - (SELECT count(*) FROM kw_part) AS tail"""
-    else:
-        counts = "(SELECT count(*) FROM cand) AS total, 0 AS tail"
-    return f"""WITH {", ".join(ctes)}
-    SELECT id, semantic, keyword, srank, {_krank("keyword", "krank")} AS krank, {boosts}, b_genre,
-           {", ".join(BOOST_COLUMNS)}, score, {counts}
-    FROM page ORDER BY score DESC, keyword DESC NULLS LAST, id"""
+    return "(SELECT count(*) FROM cand) AS total, 0 AS tail"
+
+
+def bind(sql: str, params: dict) -> dict:
+    """The parameters a statement names (DuckDB refuses any others)."""
+    names = set(re.findall(r"\$(\w+)", sql))
+    return {k: v for k, v in params.items() if k in names}
+
+
+def run_statements(db: duckdb.DuckDBPyConnection, statements: list[str], params: dict) -> None:
+    """Execute `statements` in order, each with the parameters it names."""
+    for sql in statements:
+        db.execute(sql, bind(sql, params))
 
 
 def max_tail_score(genre_chars: int, phrase_len: int, music_best: float = 0.0) -> float:
@@ -377,49 +394,6 @@ def head_page_is_exact(rows: list[dict], limit: int, tail_best: float) -> bool:
     if not rows:
         return False
     return not rows[0]["tail"] or (len(rows) == limit and rows[-1]["score"] > tail_best + 1e-9)
-
-
-def browse_sql(filters_sql: str, tracks: str) -> str:
-    """Empty query: a page of the filtered library in artist, album, track order, and the total."""
-    return f"""SELECT t.id, count(*) OVER () AS total FROM {tracks} t WHERE t.status = 'done' {filters_sql}
-    ORDER BY lower(t.artist) NULLS LAST, lower(t.album) NULLS LAST, t.track_no NULLS LAST, lower(t.title), t.id
-    LIMIT $limit OFFSET $offset"""
-
-
-def like_sql(filters_sql: str) -> str:
-    """Audio neighbours that pass the filters: same encoder version only, the query track excluded."""
-    return f"""WITH sim AS (SELECT unnest($ids::INTEGER[]) AS track_id, unnest($sims::DOUBLE[]) AS audio)
-    SELECT t.id, sim.audio FROM sim JOIN tracks t ON t.id = sim.track_id JOIN embeddings e ON e.track_id = t.id
-    WHERE t.status = 'done' AND e.encoder_version = $encoder_version AND t.id <> $exclude {filters_sql}
-    ORDER BY sim.audio DESC, t.id LIMIT $limit"""
-
-
-def hydrate_sql(ids: list[int], tracks: str) -> str:
-    """Display columns and current caption of a page of tracks, from `tracks`: the catalog's, or the
-    snapshot's copy (or LIVE_TRACKS), which holds each track's caption.
-
-    Ids are ints (safe to inline); tracks are found through their primary key. Captions take one
-    equality probe per track: an IN list over a million captions reads every caption text in the ids'
-    range (tens of milliseconds), while equality is answered from the zone maps of the few row groups
-    that hold the ids.
-    """
-    cols = ", ".join(f"t.{c}" for c in HIT_COLUMNS)
-    id_list = ", ".join(str(int(i)) for i in ids)
-    if tracks != "tracks":  # the snapshot's copy is keyed by id and holds the caption
-        return f"SELECT t.id, {cols}, t.caption FROM {tracks} t WHERE t.id IN ({id_list})"
-    probes = " UNION ALL ".join(f"SELECT track_id, pipeline_version, text FROM captions WHERE track_id = {int(i)}"
-                                for i in ids)
-    return f"""SELECT t.id, {cols}, c.text AS caption
-    FROM tracks t LEFT JOIN ({probes}) c ON c.track_id = t.id AND c.pipeline_version = t.pipeline_version
-    WHERE t.id IN ({id_list})"""
-
-
-def page_tags_sql(ids: list[int], tracks: str) -> str:
-    """The auto-tags of a page of tracks, likeliest first, from where the tracks were read (`AUTO_TABLES`):
-    one equality probe per track, as `hydrate_sql` reads captions. Ids are ints (safe to inline)."""
-    probes = " UNION ALL ".join(f"SELECT track_id, tagger, tag, probability FROM {AUTO_TABLES[tracks]} "
-                                f"WHERE track_id = {int(i)}" for i in ids)
-    return f"SELECT * FROM ({probes}) ORDER BY track_id, probability DESC, tagger, tag"
 
 
 def reasons(row: dict, fields_matched: dict[str, list[str]], heard: list[str]) -> list[str]:

@@ -14,8 +14,7 @@ from sqlalchemy.engine import Connection
 from catalog.keywords import last_error
 from catalog.store import Catalog, captions, embeddings, errors, scans, tracks
 from model.tempo_key import PITCH_CLASSES
-from search import rank
-from search.snapshot import attach_snapshot
+from search.snapshot import CHANGED_COUNT_SQL, snapshot_summary
 from search.types import MODES, VOCALS, Filters
 
 # Columns whose values are counted for the filters of the same name (`facets`), each in its own order.
@@ -74,10 +73,10 @@ def stats(conn: Connection, db: duckdb.DuckDBPyConnection, catalog: Catalog) -> 
         .group_by(tracks.c.profile, tracks.c.encoder_version, tracks.c.pipeline_version)
         .order_by(func.count().desc())).mappings()]
     scan = conn.execute(select(scans).order_by(scans.c.id.desc()).limit(1)).mappings().first()
-    snapshot = attach_snapshot(db, catalog)
-    if snapshot is not None:  # tracks the snapshot lacks, matched by substring until it is rebuilt
-        snapshot["stale_tracks"] = int(db.execute(rank.FRESH_COUNT_SQL).fetchone()[0]) \
-            if snapshot["stale"] else 0
+    snapshot = snapshot_summary(db, catalog)
+    if snapshot is not None:  # tracks changed since the snapshot, matched by substring until it is rebuilt
+        snapshot["changed_tracks"] = int(db.execute(CHANGED_COUNT_SQL).fetchone()[0]) \
+            if snapshot["changed"] else 0
     latest = dict(scan) if scan else None
     for key in ("roots", "summary"):
         if latest and isinstance(latest.get(key), str):

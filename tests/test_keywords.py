@@ -33,7 +33,7 @@ def _top(engine: SearchEngine, word: str, title: str) -> None:
     assert result.hits and result.hits[0].title == title
     assert result.hits[0].keyword is not None and result.hits[0].keyword > 0
     keywords = engine.stats()["indexes"]["keywords"]
-    assert keywords is not None and not keywords["stale"] and keywords["stale_tracks"] == 0
+    assert keywords is not None and not keywords["changed"] and keywords["changed_tracks"] == 0
 
 
 def test_a_scan_leaves_the_keyword_snapshot_current(audio_library, indexer_settings, indexer_models,

@@ -47,7 +47,7 @@ def cold(scratch, text_embedder, monkeypatch):
     refresh_keywords(catalog)
     with catalog.write() as conn:
         conn.execute(update(tracks).where(tracks.c.id == 1).values(indexed_at=dt.datetime(2023, 1, 1)))
-    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)
+    monkeypatch.setattr(snapshot_module, "MAX_CHANGED", 0)
     engine = make_engine(scratch, text_embedder)
     with engine.reader().lock:
         assert engine.reader().current() is None

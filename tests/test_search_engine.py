@@ -17,7 +17,7 @@ from catalog.keywords import keywords_path, refresh_keywords
 from catalog.store import Catalog, bump_generation, scans, tracks
 from search import Filters
 from search.query import parse_query
-from search.rank import DELTA_STALE
+from search.rank import CHANGED_IDS
 from tests.search_library import (
     FILTER_CASES,
     FORMATS,
@@ -131,13 +131,13 @@ def test_writes_that_change_no_track_keep_the_snapshot_exact(scratch, text_embed
     with catalog.write() as conn:  # a write that changes no track: the scan's own bookkeeping
         conn.execute(insert(scans).values(state="finished"))
     with reader.lock:
-        assert reader.current()["stale"] is False
+        assert reader.current().changed is False
     assert answers() == before
     with catalog.write() as conn:  # a column the snapshot copies
         conn.execute(update(tracks).where(tracks.c.id == 1).values(indexed_at=dt.datetime(2023, 1, 1)))
     with reader.lock:
-        assert reader.current()["stale"] is True
-        assert reader.con.execute(f"SELECT list(id) FROM {DELTA_STALE}").fetchone()[0] == [1]
+        assert reader.current().changed is True
+        assert reader.con.execute(f"SELECT list(id) FROM {CHANGED_IDS}").fetchone()[0] == [1]
 
 
 def test_keyword_search_falls_back_without_a_snapshot(scratch, library, text_embedder) -> None:
@@ -154,10 +154,10 @@ def test_tracks_indexed_after_the_snapshot_are_found_until_it_is_refreshed(scrat
     text = "A bright xylophone nebula of sound."
     write_tracks(catalog, [row], [text], text_embedder.encode([text]))
     engine = make_engine(scratch, text_embedder)
-    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 1
+    assert engine.stats()["indexes"]["keywords"]["changed_tracks"] == 1
     assert engine.search("xylophone nebula").hits[0].title == "Xylophone Nebula"
     refresh_keywords(catalog)
-    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 0
+    assert engine.stats()["indexes"]["keywords"]["changed_tracks"] == 0
     hit = engine.search("xylophone nebula").hits[0]
     assert hit.title == "Xylophone Nebula" and hit.matched_fields["title"] == ["nebula", "xylophone"]
 
@@ -242,7 +242,7 @@ def test_a_named_genre_boosts_alike_from_a_bitmap_and_from_name_rows(scratch, li
     import catalog.keywords as keywords
     from search import snapshot as snapshot_module
 
-    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)  # a changed track sends searches to the catalog
+    monkeypatch.setattr(snapshot_module, "MAX_CHANGED", 0)  # a changed track sends searches to the catalog
     rows = library[1]
     catalog = Catalog(scratch / "catalog.duckdb")
     queries = ["energetic jazz with a backbeat", "calm ambient piano", "rock", "slow sad strings"]
@@ -281,7 +281,7 @@ def test_a_track_indexed_after_the_snapshot_is_boosted_by_its_new_genre(scratch,
                      .values(genre="Rock", indexed_at=dt.datetime(2025, 1, 1)))
         bump_generation(conn)
     engine = make_engine(scratch, text_embedder)
-    assert engine.stats()["indexes"]["keywords"]["stale_tracks"] == 1
+    assert engine.stats()["indexes"]["keywords"]["changed_tracks"] == 1
 
     def boosted(query: str) -> dict[int, bool]:
         return {h.track_id: any("names its genre" in r for r in h.reasons)
@@ -361,7 +361,7 @@ def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text
     import threading
     import time
 
-    from search.rank import DELTA_TRACKS
+    from search.rank import CHANGED_TRACKS
 
     catalog = Catalog(scratch / "catalog.duckdb")
     refresh_keywords(catalog)
@@ -383,9 +383,9 @@ def test_a_following_engine_copies_a_commit_before_the_next_search(scratch, text
     def copied(reader) -> list:
         with reader.lock:
             if not reader.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
-                                      {"t": DELTA_TRACKS}).fetchone()[0]:
+                                      {"t": CHANGED_TRACKS}).fetchone()[0]:
                 return []
-            return [t for (t,) in reader.con.execute(f"SELECT title FROM {DELTA_TRACKS}").fetchall()]
+            return [t for (t,) in reader.con.execute(f"SELECT title FROM {CHANGED_TRACKS}").fetchall()]
 
     deadline = time.monotonic() + 20
     while not copied(reader) and time.monotonic() < deadline:

@@ -206,7 +206,7 @@ def test_facets_and_stats_describe_the_catalog(engine, demo) -> None:
     stats = engine.stats()
     assert stats["tracks"] == stats["captions"] == stats["embeddings"] == len(meta)
     assert stats["failures"]["count"] == 0 and stats["latest_scan"]["state"] == "finished"
-    assert stats["indexes"]["text"]["vectors"] == len(meta) and stats["indexes"]["keywords"]["stale_tracks"] == 0
+    assert stats["indexes"]["text"]["vectors"] == len(meta) and stats["indexes"]["keywords"]["changed_tracks"] == 0
 
 
 def _cli(demo, *args: str) -> subprocess.CompletedProcess:

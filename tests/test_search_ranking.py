@@ -6,14 +6,17 @@ from many threads against one at a time. Each side runs both statements as the e
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from sqlalchemy import delete, update
 
 from catalog.store import Catalog, bump_generation, captions, tags, tracks
-from search import Filters
+from search import Filters, rank
+from search.engine import ALLOWED_TABLE, Plan, PreparedQuery
 from search.query import parse_query
+from search.snapshot import SnapshotView, attach_snapshot
 from tests.search_library import (
     ANALYSIS,
     FILTER_CASES,
@@ -26,59 +29,36 @@ from tests.search_library import (
 )
 
 
-def _ranking_inputs(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
-                    analyzed: tuple[str, list[str]]) -> tuple:
-    """What the engine passes the ranking SQL for a query, computed the way it does: (arguments of
-    `rank.search_sql` before `filters_sql`, the filters' SQL, parameters (with, as `music`, what the query
-    asks of tempo, key and vocals), allowed ids)."""
-    from search import rank
-
-    parsed = parse_query(query)
-    phrase, stems = analyzed
+def _prepare(engine, query: str, filters: Filters, limit: int = 200) -> PreparedQuery:
+    """A query prepared as the engine's search prepares it (outside the reader's lock: it takes it)."""
     filter_sql, params = filters.sql()
-    termids = None
-    if snapshot is not None:  # the rarer terms if any, as the engine takes them
-        found = db.execute(rank.terms_sql(stems)).fetchall()
-        termids = [t for t, _, df in found if df <= rank.COMMON_TERM_SHARE * snapshot["num_docs"]] or \
-            [t for t, _, _ in found]
-    runs = rank.word_runs(phrase)
-    genres = db.execute(rank.genres_sql(runs)).fetchall() if snapshot is not None and runs else []
-    n_like = 0 if snapshot is not None else len(parsed.words)
-    allowed = engine._allowed(db, tracks, filters, filter_sql, params)
-    ids, sims = engine.text_index.search(engine.embedder().encode([parsed.text])[0], rank.SEMANTIC_DEPTH, allowed)
-    keep = sims >= rank.SEMANTIC_MIN_SIMILARITY
-    ids, sims = ids[keep], sims[keep]
-    params.update(sem_ids=ids.tolist(), sem_sims=sims.astype(float).tolist(), phrase_len=max(1, len(phrase)),
-                  limit=200, offset=0, music=parsed.music, **{f"like{i}": f"%{w}%" for i, w in enumerate(parsed.words[:n_like])})
-    return (termids, n_like, runs, genres), filter_sql, params, allowed
+    return engine.prepare(parse_query(query), filters, filter_sql, {**params, "limit": limit, "offset": 0})
 
 
-def _ranked(db, args: tuple, filter_sql: str, check_tracks: bool, tracks: str, allowed: str | None, params: dict,
-            head_only: bool = False) -> list[dict]:
+def _plan(engine, db, view: SnapshotView | None, q: PreparedQuery) -> tuple[Plan, dict]:
+    """The engine's plan for `q` on `db`, and its parameters with the semantic list the engine adds."""
+    plan = engine.plan(db, view, q)
+    sem_ids, sem_sims = engine.semantic(q, plan.allowed)
+    return plan, {**plan.params, "sem_ids": sem_ids, "sem_sims": sem_sims}
+
+
+def _ranked(db, ranking: rank.Ranking, params: dict, head_only: bool = False) -> list[dict]:
     """Both statements of a search as the engine runs them (its keyword stage, then its ranking): page rows."""
-    from search import rank
-    from search.engine import _bound, _run_all
-
-    termids, n_like, _, _ = args
-    _run_all(db, rank.keyword_sql(termids, n_like, filter_sql, check_tracks, tracks, allowed), params)
-    sql = rank.search_sql(*args, filter_sql, check_tracks, tracks, allowed, head_only=head_only,
-                          music=params["music"])
-    cur = db.execute(sql, _bound(sql, params))
+    rank.run_statements(db, ranking.keyword_sql(), params)
+    sql = ranking.search_sql(head_only=head_only)
+    cur = db.execute(sql, rank.bind(sql, params))
     return [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
 
 
-def _pages_both_ways(engine, db, snapshot: dict | None, tracks: str, query: str, filters: Filters,
-                     analyzed: tuple[str, list[str]]) -> tuple:
+def _pages_both_ways(engine, db, view: SnapshotView | None, q: PreparedQuery) -> tuple:
     """A filtered query's ranking SQL restricted by the registered allowed ids (as the engine runs it) and
-    by the filters evaluated in the SQL itself (as it ran before), on the same inputs: every page row."""
-    from search.engine import ALLOWED_TABLE
-
-    args, filter_sql, params, allowed = _ranking_inputs(engine, db, snapshot, tracks, query, filters, analyzed)
-    before = _ranked(db, args, filter_sql, True, tracks, None, params)
-    db.register(ALLOWED_TABLE, {"id": allowed})
+    by the filters evaluated in the SQL itself, on the same inputs: every page row."""
+    plan, params = _plan(engine, db, view, q)
+    in_sql = replace(plan.ranking, allowed=None, check_tracks=True)
+    before = _ranked(db, in_sql, {**q.params, **params})
+    db.register(ALLOWED_TABLE, {"id": plan.allowed})
     try:
-        now = _ranked(db, args, filter_sql, tracks == "tracks", tracks, ALLOWED_TABLE,
-                      {k: v for k, v in params.items() if not k.startswith("f_")})
+        now = _ranked(db, plan.ranking, params)
     finally:
         db.unregister(ALLOWED_TABLE)
     return before, now
@@ -91,29 +71,25 @@ def test_filtered_ranking_by_allowed_ids_equals_filtering_in_sql(engine, warm) -
     from search.snapshot import attach_snapshot
 
     queries = ["calm piano", "energetic rock with a backbeat", "slow sad strings", "aurora fields", "jazz"]
-    active = [f for f in FILTER_CASES if f.active()]
+    prepared = [_prepare(engine, q, f) for q in queries for f in FILTER_CASES if f.active()]
     reader = engine.reader()
-    analyzed = {q: reader.analyze(parse_query(q).text, parse_query(q).words) for q in queries}
     compared = 0
     if warm:
         with reader.lock:
-            meta = reader.current()
-            assert meta is not None
-            for query in queries:
-                for filters in active:
-                    before, now = _pages_both_ways(engine, reader.con, meta, "kw.kw_tracks", query, filters,
-                                                   analyzed[query])
-                    assert now == before, (query, filters)
-                    compared += len(now)
+            view = reader.current()
+            assert view is not None and view.private
+            for q in prepared:
+                before, now = _pages_both_ways(engine, reader.con, view, q)
+                assert now == before, (q.parsed.text, q.filters)
+                compared += len(now)
     else:
         with engine.catalog.read() as conn:
             db = conn.connection.driver_connection
-            for snapshot in (None, attach_snapshot(db, engine.catalog)):
-                for query in queries:
-                    for filters in active:
-                        before, now = _pages_both_ways(engine, db, snapshot, "tracks", query, filters, analyzed[query])
-                        assert now == before, (query, filters, snapshot is None)
-                        compared += len(now)
+            for view in (None, attach_snapshot(db, engine.catalog)):
+                for q in prepared:
+                    before, now = _pages_both_ways(engine, db, view, q)
+                    assert now == before, (q.parsed.text, q.filters, view is None)
+                    compared += len(now)
     assert compared > 100
 
 
@@ -123,64 +99,56 @@ def test_head_only_pages_equal_the_full_ranking_whenever_taken(engine, monkeypat
     counts the tail; it keeps that page when `head_page_is_exact` says no tail track could be on it. With
     the keyword depth cut to 3 so this 48-track library has a tail: every page so kept equals the full
     ranking's, totals agree, both decisions occur, and the engine's pages are the full ranking's."""
-    from search import rank
-    from search.engine import ALLOWED_TABLE
-    from search.snapshot import attach_snapshot
-
     monkeypatch.setattr(rank, "KEYWORD_DEPTH", 3)
     queries = ["calm piano", "slow sad strings", "jazz piano", "energetic rock with a backbeat", "aurora fields"]
     filter_cases = [Filters(), Filters(genre="Jazz"), Filters(min_duration=100, max_duration=250)]
     pages = [(0, 5), (0, 20), (5, 5), (12, 7), (40, 10)]
     reader = engine.reader()
-    analyzed = {q: reader.analyze(parse_query(q).text, parse_query(q).words) for q in queries}
+    prepared = [(query, _prepare(engine, query, f)) for query in queries for f in filter_cases]
     kept, redone = 0, 0
     expected: dict[tuple, list[int]] = {}  # (query, offset, limit) -> the full ranking's page, unfiltered
 
-    def compare(db, snapshot, tracks: str) -> None:
+    def compare(db, view: SnapshotView | None) -> None:
         nonlocal kept, redone
-        for query in queries:
-            for filters in filter_cases:
-                args, filter_sql, params, allowed = _ranking_inputs(engine, db, snapshot, tracks, query, filters,
-                                                                     analyzed[query])
-                termids, n_like, runs, genres = args
-                if allowed is not None:
-                    params = {k: v for k, v in params.items() if not k.startswith("f_")}
-                    db.register(ALLOWED_TABLE, {"id": allowed})
-                table = None if allowed is None else ALLOWED_TABLE
-                best = rank.max_tail_score(max(map(len, runs if n_like else [g for g, _ in genres]), default=0),
-                                           params["phrase_len"], params["music"].best_boost())
-                try:
-                    for offset, limit in pages:
-                        page = {**params, "offset": offset, "limit": limit}
-                        full, head = (_ranked(db, args, filter_sql, tracks == "tracks", tracks, table, page, h)
-                                      for h in (False, True))
-                        if full and head:
-                            assert head[0]["total"] == full[0]["total"], (query, filters, offset)
-                        if rank.head_page_is_exact(head, limit, best):
-                            strip = [{k: v for k, v in r.items() if k != "tail"} for r in head]
-                            assert strip == [{k: v for k, v in r.items() if k != "tail"} for r in full], \
-                                (query, filters, offset)
-                            kept += 1
-                        else:
-                            redone += 1
-                        if not filters.active():
-                            expected[query, offset, limit] = [r["id"] for r in full]
-                finally:
-                    if allowed is not None:
-                        db.unregister(ALLOWED_TABLE)
+        for query, q in prepared:
+            plan, params = _plan(engine, db, view, q)
+            ranking = plan.ranking
+            if plan.allowed is not None:
+                db.register(ALLOWED_TABLE, {"id": plan.allowed})
+            best = rank.max_tail_score(
+                max(map(len, ranking.runs if ranking.n_like else [g for g, _ in ranking.genres]), default=0),
+                params["phrase_len"], q.parsed.music.best_boost())
+            try:
+                for offset, limit in pages:
+                    page = {**params, "offset": offset, "limit": limit}
+                    full, head = (_ranked(db, ranking, page, h) for h in (False, True))
+                    if full and head:
+                        assert head[0]["total"] == full[0]["total"], (query, q.filters, offset)
+                    if rank.head_page_is_exact(head, limit, best):
+                        strip = [{k: v for k, v in r.items() if k != "tail"} for r in head]
+                        assert strip == [{k: v for k, v in r.items() if k != "tail"} for r in full], \
+                            (query, q.filters, offset)
+                        kept += 1
+                    else:
+                        redone += 1
+                    if not q.filters.active():
+                        expected[query, offset, limit] = [r["id"] for r in full]
+            finally:
+                if plan.allowed is not None:
+                    db.unregister(ALLOWED_TABLE)
 
     if warm:
         with reader.lock:
-            meta = reader.current()
-            assert meta is not None
-            compare(reader.con, meta, "kw.kw_tracks")
+            view = reader.current()
+            assert view is not None and view.private
+            compare(reader.con, view)
         for (query, offset, limit), ids in expected.items():
             assert [h.track_id for h in engine.search(query, top_k=limit, offset=offset).hits] == ids, (query, offset)
     else:
         with engine.catalog.read() as conn:
             db = conn.connection.driver_connection
-            for snapshot in (None, attach_snapshot(db, engine.catalog)):
-                compare(db, snapshot, "tracks")
+            for view in (None, attach_snapshot(db, engine.catalog)):
+                compare(db, view)
     assert kept > 20 and redone > 5, (kept, redone)
 
 
@@ -198,7 +166,7 @@ def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedd
 
     catalog = Catalog(scratch / "catalog.duckdb")
     if path == "catalog":
-        monkeypatch.setattr(snapshot_module, "DELTA_MAX", 0)
+        monkeypatch.setattr(snapshot_module, "MAX_CHANGED", 0)
     if path != "snapshot":
         row = {**track_row(98), "title": "Quartz Lantern", "indexed_at": dt.datetime(2025, 1, 1)}
         text = "A quiet piano piece with a lantern glow."
@@ -223,14 +191,14 @@ def test_searches_from_many_threads_answer_as_one_at_a_time(scratch, text_embedd
     with engine.reader().lock:
         view = engine.reader().current()
     assert (view is None) == (path == "catalog")
-    assert path == "catalog" or view["stale"] == (path == "delta")
+    assert path == "catalog" or view.changed == (path == "delta")
 
 
 def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, library, text_embedder,
                                                                      monkeypatch) -> None:
     """After a scan's commits (tracks added, deleted, no longer done, re-indexed and re-analysed), the warm
     snapshot with the changes copied answers every query, filtered or not, browsing too, exactly as
-    reading the catalog does (the way with more changes than DELTA_MAX), auto-tags, tempo, key and vocals
+    reading the catalog does (the way with more changes than MAX_CHANGED), auto-tags, tempo, key and vocals
     included, explanations too; the text index still holds the tracks gone. Changes the catalog way cannot
     see, as it finds changed tracks by their indexed_at (a move, a recaption, a re-analysis), the copy
     shows: the new names and auto-tags are searched, the new path and caption shown."""
@@ -279,8 +247,8 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
     warm = make_engine(scratch, text_embedder)
     found = answers(warm)
     with warm.reader().lock:
-        assert warm.reader().current()["stale"]
-    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 2)  # three tracks changed
+        assert warm.reader().current().changed
+    monkeypatch.setattr(snapshot_module, "MAX_CHANGED", 2)  # three tracks changed
     cold = make_engine(scratch, text_embedder)
     assert answers(cold) == found
     with cold.reader().lock:
@@ -306,7 +274,7 @@ def test_the_snapshot_with_the_changes_since_answers_as_the_catalog(scratch, lib
                      .values(text="A lone theremin hums over tape hiss.", pipeline_version="p-next"))
         conn.execute(update(tracks).where(tracks.c.id == recaptioned["id"]).values(pipeline_version="p-next"))
         bump_generation(conn)
-    monkeypatch.setattr(snapshot_module, "DELTA_MAX", 50_000)
+    monkeypatch.setattr(snapshot_module, "MAX_CHANGED", 50_000)
     hit = warm.search("basalt comet").hits[0]
     assert (hit.track_id, hit.path) == (moved["id"], "/music/moved/Basalt Comet.flac")
     assert moved["id"] not in [h.track_id for h in warm.search(moved["title"]).hits[:1]]
