@@ -19,6 +19,7 @@ Model weights come from the shared cache (`model prepare` converts them once, no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +99,17 @@ def run_stages(tree: Path, files: list[Path], data: Path, cache: Path, profile: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def worktree(revision: str, folder: Path) -> Iterator[Path]:
+    """`revision` checked out (detached) in `folder` for the duration."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=24)
@@ -112,12 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     files = library(args.library, args.tracks)
     work = Path(tempfile.mkdtemp(prefix="bench-scan-"))
     trees = [("working tree", ROOT)]
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         if args.baseline:
-            base = work / "baseline"
-            subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=ROOT, check=True,
-                           capture_output=True)
-            trees.insert(0, (f"baseline {args.baseline}", base))
+            trees.insert(0, (f"baseline {args.baseline}", stack.enter_context(worktree(args.baseline, work / "baseline"))))
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, profile {args.profile}, "
               f"{len(files)} tracks, formats {', '.join(FORMATS)}\n")
         rows = []
@@ -139,11 +150,6 @@ def main(argv: list[str] | None = None) -> int:
             if scan["stage_seconds"]:
                 busy = ", ".join(f"{k} {v:.1f} s" for k, v in scan["stage_seconds"].items())
                 print(f"\n{name}, the scan's busy seconds per stage (overlapping): {busy}")
-    finally:
-        if args.baseline:
-            subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], cwd=ROOT,
-                           capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

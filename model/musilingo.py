@@ -63,6 +63,13 @@ class MusiLingo(nn.Module):
             profile = load_profile(profile)
         llm, tokenizer = load_llm(profile.llm, device, profile.llm_dtype, cache_dir)
         encoder = Encoder.from_profile(profile, device) if with_encoder else None
+        return cls.from_llm(profile, llm, tokenizer, adapter, encoder)
+
+    @classmethod
+    def from_llm(cls, profile: Profile, llm: nn.Module, tokenizer, adapter: str | None = None,
+                 encoder: Encoder | None = None) -> MusiLingo:
+        """Around an LLM already loaded (training, tests with a tiny one): the adapter as `from_profile`
+        loads it, its input size taken from `encoder` or, without one, from the profile's encoder."""
         d_enc = encoder.dim if encoder else _encoder_dim(profile)
         location = profile.adapter if adapter is None else adapter
         module = None

@@ -157,3 +157,22 @@ def test_caption_cli_json(tmp_path) -> None:
     analysis = row["analysis"]
     assert f"in {analysis['key']} {analysis['mode']} at about " in row["caption"] and row["caption"].endswith(" BPM.")
     assert row["pipeline_version"] == load_profile("lite", adapter="").version()
+
+
+def test_from_llm_loads_the_adapter_as_from_profile_does(tmp_path) -> None:
+    from model.frontend import LiteFrontend
+    from model.musilingo import MusiLingo
+    from tests.harness import tiny_llama_folder, write_profile
+
+    llm_dir = tiny_llama_folder(tmp_path / "llm")
+    profile = load_profile(write_profile(tmp_path / "tiny.toml", encoder="lite", llm=str(llm_dir), adapter=""))
+    trained = torch.nn.Linear(LiteFrontend().dim, 64)
+    save_adapter(trained, tmp_path / "a.safetensors")
+    loaded = MusiLingo.from_profile(profile, with_encoder=False, adapter=str(tmp_path / "a.safetensors"))
+    model = MusiLingo.from_llm(profile, loaded.llm, loaded.tokenizer, adapter=str(tmp_path / "a.safetensors"))
+    assert torch.equal(model.adapter.weight, trained.weight) and torch.equal(model.adapter.weight, loaded.adapter.weight)
+    fresh = MusiLingo.from_llm(profile, loaded.llm, loaded.tokenizer)  # the profile names no adapter
+    assert (fresh.adapter.in_features, fresh.adapter.out_features) == (LiteFrontend().dim, 64)
+    loss = model.loss([torch.randn(2, LiteFrontend().dim)], ["a slow piano piece"])
+    loss.backward()
+    assert torch.isfinite(loss) and model.adapter.weight.grad.abs().sum() > 0

@@ -245,6 +245,17 @@ def test_label_word_init_points_audio_tokens_at_the_label_words(setup, tmp_path)
         label_word_init(adapter, items, tokens, ["style"], tok, table)
 
 
+def test_build_model_finds_the_profile_in_the_settings_data_dir(setup, tmp_path) -> None:
+    from model.settings import Settings
+    from training.train import build_model
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny-lite.toml").write_text(setup[1].read_text())
+    cfg = _config(setup, "synth", tmp_path, profile="tiny-lite")
+    model, profile = build_model(cfg, "cpu", settings=Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache"))
+    assert profile.name == "tiny-lite" and model.d_llm == 64 and model.adapter.in_features == LITE_DIM
+
+
 def test_resume_reproduces_an_uninterrupted_run(setup, tmp_path) -> None:
     whole = _config(setup, "synth", tmp_path / "a", checkpoint_every=3)
     llm, tok = _llm(setup)
@@ -293,23 +304,19 @@ def test_fresh_adapter_starts_at_the_word_embedding_norm() -> None:
 
 
 def test_eval_reports_metrics_and_the_no_audio_baseline(setup, tmp_path, capsys) -> None:
-    import argparse
-
     from model.checkpoints import save_adapter
-    from training.evaluate import main
+    from training.cli import main
 
-    root, profile_path, _, formats, caches = setup
+    _, profile_path, _, formats, caches = setup
     torch.manual_seed(0)
     save_adapter(torch.nn.Linear(LITE_DIM, 64), tmp_path / "a.safetensors")
-    args = argparse.Namespace(dataset="synth", root=str(formats["synth"][0]), split="all", audio_dir=None,
-                              cache=str(caches["synth"]), profile=str(profile_path),
-                              adapter=str(tmp_path / "a.safetensors"), model_cache_dir=str(root), device="cpu",
-                              limit=2, qa_per_clip=0, qa_attributes="mode", batch=4, max_new_tokens=6,
-                              qa_max_new_tokens=4, baseline=True, no_audio=False, shuffled=True, threads=0,
-                              forced_choice=True, free_captions=False, samples=str(tmp_path / "s.jsonl"), json=True,
-                              out=str(tmp_path / "r.json"))
-    assert main(args) == 0
+    assert main(["eval", "--dataset", "synth", "--root", str(formats["synth"][0]), "--split", "all",
+                 "--cache", str(caches["synth"]), "--profile", str(profile_path), "--adapter", str(tmp_path / "a.safetensors"),
+                 "--device", "cpu", "--data-dir", str(tmp_path), "--limit", "2", "--qa-attributes", "mode",
+                 "--batch", "4", "--max-new-tokens", "6", "--qa-max-new-tokens", "4", "--baseline", "--shuffled",
+                 "--forced-choice", "--samples", str(tmp_path / "s.jsonl"), "--json", "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
+    assert json.loads(capsys.readouterr().out) == report
     assert report["items"] == 4 and report["clips"] == 2
     for run in ("audio", "no_audio", "shuffled_audio"):
         assert set(report[run]["caption_attribute_accuracy"]) <= {"instrument_family", "tempo_class", "mode"}
@@ -336,5 +343,5 @@ def test_shuffled_tokens_give_every_clip_another_clips_audio() -> None:
     assert set(swapped) == set(tokens)
     assert all(not torch.equal(swapped[k], tokens[k]) for k in tokens)  # nobody keeps its own audio
     assert sorted(float(v[0, 0]) for v in swapped.values()) == [0.0, 1.0, 2.0]  # each clip's audio used once
-    with pytest.raises(SystemExit, match="two clips"):
+    with pytest.raises(ValueError, match="two clips"):
         shuffled_tokens(items[:2], tokens)

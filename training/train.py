@@ -36,25 +36,33 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.checkpoints import save_adapter
-from model.config import load_profile, read_toml_fields
+from model.config import Profile, load_profile, read_toml_fields
+from model.settings import Settings, load_settings
 from training.datasets import Item, as_instruction, read_dataset
 from training.features import FeatureCache
 from training.synth.text import SUMMARY_ATTRIBUTES, summary_caption
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from model.musilingo import MusiLingo
 
 
 @dataclass
 class TrainConfig:
     stage: str = "pretrain"  # pretrain (stage 1) or finetune (stage 2)
     profile: str = "musilingo"
-    model_cache_dir: str = "data/models"  # where a GGUF LLM is converted once
     datasets: list[dict] = field(default_factory=list)  # [{kind, root, split, cache, audio_dir}]
     caption_instruction: str = ""  # stage 2: "" uses the profile's (what captioning will ask at run time)
     include_captions: bool = True  # stage 2: also train captioning as an instruction
@@ -85,7 +93,7 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: str = "fp16"  # no / fp16 / bf16; fp16 becomes "no" on CPU
     normalise_inputs: bool = False
-    device: str = "auto"
+    device: str = "auto"  # "auto": the settings' device (`Settings.resolved_device`); anything else overrides it
     llm_dtype: str = ""  # "" keeps the profile's
     threads: int = 0  # torch CPU threads (0: torch's default)
     log_every: int = 50
@@ -328,132 +336,217 @@ def _param_groups(adapter: nn.Module, weight_decay: float, bias_lr_scale: float)
             {"params": no_decay, "weight_decay": 0.0, "lr_scale": bias_lr_scale}]
 
 
-def build_model(cfg: TrainConfig, device: str, llm=None, tokenizer=None):
-    """The MusiLingo with a trainable adapter (fresh or from init_adapter); `llm` lets tests pass a tiny one."""
-    from model.musilingo import MusiLingo, _encoder_dim
+def build_model(cfg: TrainConfig, device: str, llm=None, tokenizer=None, *, settings: Settings | None = None):
+    """The MusiLingo with a trainable adapter (fresh or from init_adapter); `llm` lets tests pass a tiny one.
 
+    The profile is looked up as every command does (`settings.data_dir` first) and a GGUF LLM is converted
+    once into `settings.models_dir`, the cache the other commands share.
+    """
+    from model.musilingo import MusiLingo
+
+    settings = settings or load_settings()
     overrides = {"llm_dtype": cfg.llm_dtype} if cfg.llm_dtype else {}
-    profile = load_profile(cfg.profile, adapter=cfg.init_adapter or "", **overrides)
+    profile = load_profile(cfg.profile, settings.data_dir, adapter=cfg.init_adapter, **overrides)
     if llm is None:
-        model = MusiLingo.from_profile(profile, device, cache_dir=Path(cfg.model_cache_dir), with_encoder=False,
-                                       adapter=cfg.init_adapter or "")
+        model = MusiLingo.from_profile(profile, device, cache_dir=settings.models_dir, with_encoder=False,
+                                       adapter=cfg.init_adapter)
     else:
-        from model.checkpoints import load_adapter
-        from model.config import resolve_path
-
-        d_enc = _encoder_dim(profile)
-        module = None
-        if cfg.init_adapter:
-            module, _ = load_adapter(resolve_path(cfg.init_adapter), d_enc, llm.config.hidden_size)
-        model = MusiLingo(profile, llm, tokenizer, d_enc, module)
+        model = MusiLingo.from_llm(profile, llm, tokenizer, adapter=cfg.init_adapter)
     return model, profile
 
 
-def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=None, log=None) -> dict:
-    """Run (or resume) one stage; returns a summary. `stop_after` ends early (for tests of resuming)."""
-    from accelerate import Accelerator
+@dataclass
+class _Stage:
+    """What every step of one stage shares, built once by `_prepare`."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    model: MusiLingo  # its adapter is the (possibly standardised) module being trained
+    wrapped: nn.Module  # the accelerate-prepared StageModel
+    optimizer: torch.optim.Optimizer
+    profile: Profile
+    items: list[Item]
+    tokens: dict[str, torch.Tensor]
+    say: Callable[[str], None]
+
+    @property
+    def scaler(self):
+        """The fp16 gradient scaler, whose state a checkpoint keeps; None without fp16."""
+        return getattr(self.accelerator, "scaler", None)
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None, llm=None, tokenizer=None, log=None, *,
+          settings: Settings | None = None) -> dict:
+    """Run (or resume) one stage; returns a summary. `stop_after` ends early (for tests of resuming).
+
+    `settings` (default: `load_settings()`) gives the model cache and, when the config's device is "auto",
+    the device.
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    stage = _prepare(cfg, settings or load_settings(), llm, tokenizer, say)
+    step = _resume(stage)
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+    _announce(stage, step, end)
+    started = time.monotonic()
+    losses, history = _optimise(stage, step, end, started)
+    last = step + len(losses)
+    summary = {"stage": cfg.stage, "steps": last, "total_steps": cfg.total_steps, "items": len(stage.items),
+               "seconds": round(time.monotonic() - started, 1), "final_loss": losses[-1] if losses else None,
+               "history": history}
+    if stage.accelerator.is_main_process:
+        summary.update(_save_results(stage, first=step, last=last))
+    summary["adapter"] = plain_linear(stage.model.adapter)
+    return summary
+
+
+def _prepare(cfg: TrainConfig, settings: Settings, llm, tokenizer, say: Callable[[str], None]) -> _Stage:
+    """Accelerator, seeded model, training items, starting adapter and optimiser, in the order that makes a
+    fixed seed reproduce a run."""
     from accelerate.utils import set_seed
 
-    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    mixed = cfg.mixed_precision if cuda or cfg.mixed_precision == "bf16" else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
+    accelerator = _accelerator(cfg, settings)
     set_seed(cfg.seed)
     device = str(accelerator.device)
-    model, profile = build_model(cfg, device, llm, tokenizer)
+    model, profile = build_model(cfg, device, llm, tokenizer, settings=settings)
     items, tokens, reports = load_training_items(cfg, profile)
     for line in reports:
         say(f"{cfg.stage}: {line}")
-    adapter = model.adapter
-    if cfg.normalise_inputs:
-        keys = sorted({it.audio_key for it in items})
-        rows = torch.cat([tokens[k] for k in keys if tokens[k].shape[0]])
-        adapter = StandardisedLinear.from_raw(adapter, rows.mean(0), rows.std(0))
-        if cfg.init_adapter:
-            pass
-        elif cfg.init_label_words:
-            fit = label_word_init(adapter, items, tokens, cfg.init_label_words, model.tokenizer,
-                                  model.llm.get_input_embeddings().weight)
-            say(f"{cfg.stage}: adapter starts as the least-squares map onto label words (R^2 {fit:.2f})")
-        else:
-            match_embedding_norm(adapter, rows, model.llm.get_input_embeddings().weight)
-    model.adapter = adapter.to(device)
+    model.adapter = _starting_adapter(cfg, model, items, tokens, say).to(device)
     model.llm.requires_grad_(False)
     optimizer = torch.optim.AdamW(_param_groups(model.adapter, cfg.weight_decay, cfg.bias_lr_scale), lr=lr_at(cfg, 0),
                                   betas=(cfg.beta1, cfg.beta2))
-    wrapped = StageModel(model)
-    wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
-    scaler = getattr(accelerator, "scaler", None)
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    step = 0
-    if cfg.resume and ckpt_dir.is_dir():
-        latest = _latest_checkpoint(ckpt_dir)
-        if latest is not None:
-            saved = json.loads((latest / "state.json").read_text())
-            if saved.get("config") != cfg.digest():
-                raise SystemExit(f"{latest} was written by a different config ({saved.get('config')} != "
-                                 f"{cfg.digest()}): delete {ckpt_dir} or set another checkpoint_dir")
-            step = load_checkpoint(latest, model.adapter, optimizer, scaler)
-            say(f"{cfg.stage}: resumed from {latest} at step {step}")
-    questions_on = cfg.stage != "pretrain"
-    world, rank = accelerator.num_processes, accelerator.process_index
-    total = cfg.total_steps
-    end = total if stop_after is None else min(total, stop_after)
-    say(f"{cfg.stage}: {len(items)} items, {len({i.audio_key for i in items})} clips; steps {step}->{end} of "
-        f"{total}, batch {cfg.batch_size} x accum {cfg.grad_accum} x {world} process(es), device {device}, "
-        f"mixed precision {mixed}")
+    wrapped, optimizer = accelerator.prepare(StageModel(model), optimizer)
+    return _Stage(cfg, accelerator, model, wrapped, optimizer, profile, items, tokens, say)
+
+
+def _accelerator(cfg: TrainConfig, settings: Settings) -> Accelerator:
+    """On CUDA when the config's device (or, for "auto", the settings') asks for it and one is present;
+    fp16 needs CUDA, so on a CPU it becomes full precision."""
+    from accelerate import Accelerator
+
+    device = settings.resolved_device() if cfg.device == "auto" else cfg.device
+    cuda = torch.cuda.is_available() and device.split(":")[0] == "cuda"
+    mixed = cfg.mixed_precision if cuda or cfg.mixed_precision == "bf16" else "no"
+    return Accelerator(mixed_precision=mixed, cpu=not cuda)
+
+
+def _starting_adapter(cfg: TrainConfig, model: MusiLingo, items: list[Item], tokens: dict[str, torch.Tensor],
+                      say: Callable[[str], None]) -> nn.Module:
+    """The adapter as training starts: with `normalise_inputs`, re-expressed on standardised inputs and, when
+    fresh, started at the label words' least-squares map or at the word embeddings' norm."""
+    if not cfg.normalise_inputs:
+        return model.adapter
+    keys = sorted({it.audio_key for it in items})
+    rows = torch.cat([tokens[k] for k in keys if tokens[k].shape[0]])
+    adapter = StandardisedLinear.from_raw(model.adapter, rows.mean(0), rows.std(0))
+    if cfg.init_adapter:  # a trained start keeps the function it learned
+        return adapter
+    embeddings = model.llm.get_input_embeddings().weight
+    if cfg.init_label_words:
+        fit = label_word_init(adapter, items, tokens, cfg.init_label_words, model.tokenizer, embeddings)
+        say(f"{cfg.stage}: adapter starts as the least-squares map onto label words (R^2 {fit:.2f})")
+    else:
+        match_embedding_norm(adapter, rows, embeddings)
+    return adapter
+
+
+def _resume(stage: _Stage) -> int:
+    """The step to start at: the latest checkpoint's, after loading it, else 0; a checkpoint of another
+    config is refused rather than mixed in."""
+    cfg = stage.cfg
+    folder = Path(cfg.checkpoint_dir)
+    latest = _latest_checkpoint(folder) if cfg.resume and folder.is_dir() else None
+    if latest is None:
+        return 0
+    saved = json.loads((latest / "state.json").read_text())
+    if saved.get("config") != cfg.digest():
+        raise SystemExit(f"{latest} was written by a different config ({saved.get('config')} != "
+                         f"{cfg.digest()}): delete {folder} or set another checkpoint_dir")
+    step = load_checkpoint(latest, stage.model.adapter, stage.optimizer, stage.scaler)
+    stage.say(f"{cfg.stage}: resumed from {latest} at step {step}")
+    return step
+
+
+def _announce(stage: _Stage, step: int, end: int) -> None:
+    """One line saying what this call will run, on what, so a log shows a run's shape before its losses."""
+    cfg, accelerator = stage.cfg, stage.accelerator
+    stage.say(f"{cfg.stage}: {len(stage.items)} items, {len({i.audio_key for i in stage.items})} clips; steps "
+              f"{step}->{end} of {cfg.total_steps}, batch {cfg.batch_size} x accum {cfg.grad_accum} x "
+              f"{accelerator.num_processes} process(es), device {accelerator.device}, "
+              f"mixed precision {accelerator.mixed_precision}")
+
+
+def _optimise(stage: _Stage, step: int, end: int, started: float) -> tuple[list[float], list[dict]]:
+    """Optimiser steps `step`..`end`, logging every log_every and checkpointing every checkpoint_every;
+    returns each step's loss and the logged averages."""
+    cfg = stage.cfg
+    first = step
     losses: list[float] = []
     history = []
-    start_time = time.monotonic()
-    start_step = step
-    wrapped.train()
+    stage.wrapped.train()
     while step < end:
         lr = lr_at(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        step_loss = 0.0
-        for micro in range(cfg.grad_accum):
-            global_micro = (step * cfg.grad_accum + micro) * world + rank
-            idx = sample_positions(len(items), cfg.seed, global_micro * cfg.batch_size, cfg.batch_size)
-            batch = [items[i] for i in idx]
-            audio = [tokens[it.audio_key] for it in batch]
-            targets = [it.answer for it in batch]
-            questions = [it.question for it in batch] if questions_on else None
-            sync = micro == cfg.grad_accum - 1
-            ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else _null()
-            with ctx, accelerator.autocast():
-                loss = wrapped(audio, targets, questions) / cfg.grad_accum
-                accelerator.backward(loss)
-            step_loss += float(loss.detach())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        losses.append(_optimisation_step(stage, step, lr))
         step += 1
-        losses.append(step_loss)
         if step % cfg.log_every == 0 or step == end:
             recent = sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:])
-            rate = (step - start_step) / max(time.monotonic() - start_time, 1e-6)
-            say(f"{cfg.stage}: step {step}/{total} loss {recent:.4f} lr {lr:.2e} {rate:.2f} steps/s")
+            rate = (step - first) / max(time.monotonic() - started, 1e-6)
+            stage.say(f"{cfg.stage}: step {step}/{cfg.total_steps} loss {recent:.4f} lr {lr:.2e} {rate:.2f} steps/s")
             history.append({"step": step, "loss": recent, "lr": lr})
-        if accelerator.is_main_process and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(ckpt_dir, step, model.adapter, optimizer, scaler, cfg)
-    elapsed = time.monotonic() - start_time
-    summary = {"stage": cfg.stage, "steps": step, "total_steps": total, "items": len(items),
-               "seconds": round(elapsed, 1), "final_loss": losses[-1] if losses else None, "history": history}
-    if accelerator.is_main_process:
-        if cfg.checkpoint_every and step % cfg.checkpoint_every and step > start_step:
-            save_checkpoint(ckpt_dir, step, model.adapter, optimizer, scaler, cfg)
-        if step >= total:
-            save_adapter(plain_linear(model.adapter), Path(cfg.output), profile=profile.name,
-                         pool_window=profile.pool_window, encoder_version=profile.version("encoder"),
-                         stage=cfg.stage, steps=step, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                         lr=cfg.lr, min_lr=cfg.min_lr, normalised_inputs=cfg.normalise_inputs,
-                         train_items=len(items), init_adapter=cfg.init_adapter, seed=cfg.seed)
-            summary["output"] = cfg.output
-            say(f"{cfg.stage}: saved adapter to {cfg.output}")
-    summary["adapter"] = plain_linear(model.adapter)
-    return summary
+        if stage.accelerator.is_main_process and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(Path(cfg.checkpoint_dir), step, stage.model.adapter, stage.optimizer, stage.scaler, cfg)
+    return losses, history
+
+
+def _optimisation_step(stage: _Stage, step: int, lr: float) -> float:
+    """One optimiser step at `lr` over grad_accum micro-batches; returns its loss."""
+    cfg, accelerator = stage.cfg, stage.accelerator
+    for group in stage.optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    step_loss = 0.0
+    for micro in range(cfg.grad_accum):
+        batch = _micro_batch(stage, step, micro)
+        audio = [stage.tokens[it.audio_key] for it in batch]
+        targets = [it.answer for it in batch]
+        questions = [it.question for it in batch] if cfg.stage != "pretrain" else None
+        last = micro == cfg.grad_accum - 1
+        # gradients are all-reduced across processes only on the last micro-batch
+        sync = nullcontext() if accelerator.num_processes == 1 or last else accelerator.no_sync(stage.wrapped)
+        with sync, accelerator.autocast():
+            loss = stage.wrapped(audio, targets, questions) / cfg.grad_accum
+            accelerator.backward(loss)
+        step_loss += float(loss.detach())
+    stage.optimizer.step()
+    stage.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def _micro_batch(stage: _Stage, step: int, micro: int) -> list[Item]:
+    """This process's items for one micro-batch: a pure function of (seed, step, micro, rank), so that a
+    resumed run sees the data an uninterrupted one would."""
+    cfg, accelerator = stage.cfg, stage.accelerator
+    global_micro = (step * cfg.grad_accum + micro) * accelerator.num_processes + accelerator.process_index
+    positions = sample_positions(len(stage.items), cfg.seed, global_micro * cfg.batch_size, cfg.batch_size)
+    return [stage.items[i] for i in positions]
+
+
+def _save_results(stage: _Stage, first: int, last: int) -> dict:
+    """A checkpoint of where this call stopped (unless one was just written) and, once the stage is done,
+    the plain adapter with its training metadata; returns the summary's additions."""
+    cfg, profile = stage.cfg, stage.profile
+    if cfg.checkpoint_every and last % cfg.checkpoint_every and last > first:
+        save_checkpoint(Path(cfg.checkpoint_dir), last, stage.model.adapter, stage.optimizer, stage.scaler, cfg)
+    if last < cfg.total_steps:
+        return {}
+    save_adapter(plain_linear(stage.model.adapter), Path(cfg.output), profile=profile.name,
+                 pool_window=profile.pool_window, encoder_version=profile.version("encoder"),
+                 stage=cfg.stage, steps=last, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                 lr=cfg.lr, min_lr=cfg.min_lr, normalised_inputs=cfg.normalise_inputs,
+                 train_items=len(stage.items), init_adapter=cfg.init_adapter, seed=cfg.seed)
+    stage.say(f"{cfg.stage}: saved adapter to {cfg.output}")
+    return {"output": cfg.output}
 
 
 def export_checkpoint(checkpoint: Path, output: Path, **meta) -> nn.Linear:
@@ -472,10 +565,3 @@ def export_checkpoint(checkpoint: Path, output: Path, **meta) -> nn.Linear:
                  exported_from=str(checkpoint), **meta)
     return linear
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
