@@ -1,4 +1,4 @@
-"""`python -m indexer forget PATH...`: drop files (or whole folders) from the catalog and both indexes.
+"""Drop files or whole folders from the catalog and both indexes.
 
 The files on disk are not touched; a later scan of a root that still holds them adds them back.
 """
@@ -11,20 +11,19 @@ from sqlalchemy import select
 
 from catalog.store import Catalog, errors, tracks
 from catalog.vectors import IndexSet
-from indexer.cli import emit
 from indexer.discover import absolute, is_under
-from indexer.writer import Batch, ScanLock, Writer
+from model.cli import emit
 from model.settings import Settings
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("forget", parents=[common], help="drop files or folders from the catalog and indexes")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders, as scanned")
-    p.set_defaults(run=run)
 
 
 def forget(settings: Settings, paths: list[str]) -> dict:
     """Remove the tracks and error rows at or under `paths`; waits briefly for a running scan's lock."""
+    from indexer.writer import Batch, ScanLock, Writer  # imports the models' code (torch): only when run
+
     catalog = Catalog(settings.catalog_path)
     targets = [absolute(p) for p in paths]
     with ScanLock(settings.data_dir, wait=5.0):

@@ -1,20 +1,23 @@
-"""`python -m indexer scan PATH...`: index new, changed and stale files; keep moved ones; drop deleted ones."""
+"""Scan library folders (default: the settings' roots) into the catalog.
+
+Indexes new, changed and stale files, keeps moved ones and drops deleted ones. Safe to interrupt: a
+rerun resumes where the last commit left off.
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
 
-from indexer.cli import emit
+from model.cli import emit
+from model.runtime import profile_of
 from model.settings import Settings
 
+OPTIONS = ("profile",)
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("scan", parents=[common], help="scan library folders into the catalog",
-                       description="Scan library folders (default: the settings' roots) into the catalog. "
-                                   "Safe to interrupt: a rerun resumes where the last commit left off.")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="library folders or files")
-    p.add_argument("--profile", help="model profile name or TOML path (default: settings)")
     p.add_argument("--recaption", action="store_true", help="caption every track again from its stored tokens")
     p.add_argument("--greedy", action="store_true", help="greedy decoding: the same caption every time")
     p.add_argument("--limit-seconds", type=float, metavar="S",
@@ -24,7 +27,6 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    help="local: this process and its decode workers; ray: Ray Data (see docs/scaling.md)")
     p.add_argument("--address", help="with --engine ray: the cluster to join ('auto', host:6379, ray://...); "
                                      "default: start a local Ray")
-    p.set_defaults(run=run)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -32,10 +34,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from model.config import load_profile
-
     roots = args.paths or list(settings.roots)
-    profile = load_profile(args.profile or settings.profile, settings.data_dir)
+    profile = profile_of(args, settings)
     signal.signal(signal.SIGTERM, _terminate)
     options = dict(recaption=args.recaption, greedy=args.greedy, limit_seconds=args.limit_seconds,
                    commit_every=max(1, args.commit_every), progress=not args.json)

@@ -1,4 +1,4 @@
-"""`python -m indexer status`: what the catalog holds, what failed and why, and the last or running scan."""
+"""Show what the catalog holds, what failed and why, and the last or running scan."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from sqlalchemy import desc, func, select
 
 from catalog.store import Catalog, errors, generation, scans, tracks
 from catalog.vectors import NAMES, IndexFileError, read_manifest
-from indexer.cli import emit
-from indexer.writer import running_scan_pid
+from model.cli import emit
 from model.settings import Settings
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("status", parents=[common], help="show catalog counts, failures and scan progress")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=50, help="failures to list (default 50)")
-    p.set_defaults(run=run)
 
 
 def status(settings: Settings, limit: int = 50) -> dict:
@@ -26,9 +23,11 @@ def status(settings: Settings, limit: int = 50) -> dict:
     out: dict = {"catalog": str(settings.catalog_path), "exists": catalog.path.exists(), "tracks": {}, "failed": 0,
                  "failures": [], "versions": [], "decoders": {}, "header_mismatches": 0, "header_mismatch_tracks": [],
                  "scan": None, "indexes": {}}
-    pid = running_scan_pid(settings.data_dir)
     if not out["exists"]:
         return out
+    from indexer.writer import running_scan_pid  # imports the models' code (torch): not for --help
+
+    pid = running_scan_pid(settings.data_dir)
     with catalog.read() as conn:
         out["tracks"] = {s: n for s, n in conn.execute(select(tracks.c.status, func.count()).group_by(tracks.c.status))}
         out["audio_hours"] = round((conn.execute(select(func.sum(tracks.c.indexed_seconds))).scalar() or 0) / 3600, 3)

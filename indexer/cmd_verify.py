@@ -1,4 +1,4 @@
-"""`python -m indexer verify [--repair]`: DuckDB against itself, against FAISS and against the files on disk.
+"""Check the catalog (DuckDB) against itself, against the FAISS indexes and against the files on disk.
 
 Repair migrates an old schema, drops orphan rows, marks tracks missing their tokens or caption as
 pending (the next scan redoes them) and rebuilds FAISS indexes from DuckDB. Files that changed or
@@ -14,8 +14,7 @@ from sqlalchemy import text, update
 
 from catalog.store import SCHEMA_VERSION, Catalog, CatalogError, bump_generation, tracks
 from catalog.vectors import NAMES, IndexSet, check_index
-from indexer.cli import emit
-from indexer.writer import ScanLock
+from model.cli import emit
 from model.settings import Settings
 
 _ORPHANS = {t: f"SELECT DISTINCT track_id FROM {t} WHERE track_id NOT IN (SELECT id FROM tracks)"
@@ -27,10 +26,8 @@ _INCOMPLETE = """
     WHERE t.status = 'done' AND (e.track_id IS NULL OR c.track_id IS NULL)"""
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("verify", parents=[common], help="check the catalog, FAISS indexes and files on disk")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repair", action="store_true", help="fix what can be fixed without a scan")
-    p.set_defaults(run=run)
 
 
 def verify(settings: Settings, repair: bool = False) -> dict:
@@ -40,6 +37,8 @@ def verify(settings: Settings, repair: bool = False) -> dict:
         return {"ok": False, "problems": [{"kind": "no_catalog", "detail": f"no catalog at {catalog.path}"}],
                 "repaired": [], "tracks_checked": 0}
     if repair:
+        from indexer.writer import ScanLock  # imports the models' code (torch): only when run, not for --help
+
         with ScanLock(settings.data_dir, wait=5.0):
             return _verify(catalog, settings, repair=True)
     return _verify(catalog, settings, repair=False)

@@ -1,14 +1,20 @@
 """Ask questions about one audio file; with no question, an interactive chat that keeps the history.
 
-A profile with `ground_chat` (lite) also tells the model what the analysis heard (tags, tempo, key)."""
+A profile with `ground_chat` (lite) also tells the model what the analysis heard (tags, tempo, key).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from model.runtime import load_model, settings_and_profile
+from model.cli import UserError
+from model.runtime import load_model, profile_of
+from model.settings import Settings
+
+OPTIONS = ("profile", "device", "models")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,8 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float)
 
 
-def run(args: argparse.Namespace) -> int:
-    settings, profile = settings_and_profile(args)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not Path(args.file).is_file():  # before the model loads
+        raise UserError(f"no such audio file: {args.file}")
+    profile = profile_of(args, settings)
     model = load_model(settings, profile)
     seconds = args.max_seconds or settings.max_track_seconds
     tokens = model.encoder.encode_file(args.file, seconds)
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _context(path: str, settings, seconds: float) -> str:
+def _context(path: str, settings: Settings, seconds: float) -> str:
     """What the analysis hears in the file, as the chat model is told it."""
     from model.analysis import Analyzer
     from model.audio import decode_audio

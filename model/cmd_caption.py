@@ -1,6 +1,10 @@
-"""Caption audio files as the profile's scan does: written from what the taggers hear (the lite profile's
-`analysis` caption source), or decode, encode, compress, generate (batched), or pick the likeliest sentence of
-the profile's caption template (`--json` then says so and gives its log-likelihood)."""
+"""Caption audio files as the profile's scan does.
+
+Written from what the taggers hear (the lite profile's `analysis` caption source), or decode, encode,
+compress, generate (batched), or pick the likeliest sentence of the profile's caption template (`--json`
+then says so and gives its log-likelihood). `--json` prints one object per file, its "profile" the
+profile that ran (a MERT checkpoint given with --encoder on lite runs the musilingo profile).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import json
 import sys
 import time
 
-from model.audio import AudioDecodeError
-from model.runtime import load_model, settings_and_profile
+from model.runtime import load_model, profile_of
+from model.settings import Settings
+
+OPTIONS = ("profile", "device", "models")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, help="encode at most this many seconds of each file")
 
 
-def run(args: argparse.Namespace) -> int:
-    settings, profile = settings_and_profile(args)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from model.audio import AudioDecodeError
+
+    profile = profile_of(args, settings)
     if profile.caption_source == "analysis":
         return _from_analysis(args, settings, profile)
     model = load_model(settings, profile)
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _from_analysis(args: argparse.Namespace, settings, profile) -> int:
+def _from_analysis(args: argparse.Namespace, settings: Settings, profile) -> int:
     """Captions written from the analysis (model/describe.py): no audio tokens, no LLM."""
     from model.analysis import Analyzer, analyze_files
 

@@ -1,4 +1,8 @@
-"""Check a profile's models are present and build the caches (GGUF and musicnn TF checkpoints -> safetensors)."""
+"""Check a profile's models are present and build the caches (GGUF and musicnn TF checkpoints -> safetensors).
+
+The caches live in the settings' cache dir (`<cache_dir>/models`, by default
+~/.cache/musilingo-search/models), shared by every data dir.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,23 @@ import json
 import time
 
 from model.config import ModelNotFoundError, resolve_path
-from model.musicnn import convert, load_config, tagger_names
-from model.runtime import settings_and_profile
+from model.runtime import model_locations, profile_of
+from model.settings import Settings
+
+OPTIONS = ("profile", "models")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-llm", action="store_true", help="only check that files exist")
 
 
-def run(args: argparse.Namespace) -> int:
-    settings, profile = settings_and_profile(args)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from model.musicnn import convert, load_config, tagger_names
+
+    profile = profile_of(args, settings)
     report: dict[str, object] = {"profile": profile.name}
-    locations = {"llm": profile.llm, "text_embedder": profile.text_embedder, "adapter": profile.adapter}
-    if profile.encoder == "mert":
-        locations["encoder"] = profile.encoder_path
     missing = []
-    for part, location in locations.items():
+    for part, location in model_locations(profile).items():
         if not location:
             report[part] = "none (fresh adapter)"
             continue

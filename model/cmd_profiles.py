@@ -6,15 +6,14 @@ import argparse
 import json
 
 from model.config import list_profiles, load_profile
-from model.settings import load_settings
+from model.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     del p  # no options of its own
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = load_settings(data_dir=args.data_dir)
+def run(args: argparse.Namespace, settings: Settings) -> int:
     rows = [load_profile(n, settings.data_dir).describe() for n in list_profiles(settings.data_dir)]
     if args.json:
         print(json.dumps(rows))

@@ -6,26 +6,23 @@ import argparse
 import json
 import sys
 
-from model.analysis import MAX_PATCHES, Analyzer, analyze_files
-from model.config import ModelNotFoundError
-from model.settings import load_settings
+from model.settings import Settings
+
+OPTIONS = ("device",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--top", type=int, default=5, help="tags shown per tagger in the text output")
-    p.add_argument("--max-patches", type=int, default=MAX_PATCHES,
-                   help="3-s patches per file: all of a file up to this many, else this many spread over it")
+    p.add_argument("--max-patches", type=int, help="3-s patches per file: all of a file up to this many, else "
+                                                   "this many spread over it (default: as the scan analyses)")
     p.add_argument("--max-seconds", type=float, help="decode at most this many seconds of each file")
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = load_settings(data_dir=args.data_dir, device=args.device)
-    try:
-        analyzer = Analyzer(settings.models_dir, settings.resolved_device(), max_patches=args.max_patches)
-    except ModelNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from model.analysis import MAX_PATCHES, Analyzer, analyze_files
+
+    analyzer = Analyzer(settings.models_dir, settings.resolved_device(), max_patches=args.max_patches or MAX_PATCHES)
     failed = 0
     for name, analysis, error in analyze_files(analyzer, args.files, args.max_seconds or settings.max_track_seconds):
         if analysis is None:

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from model.settings import reject_unknown_keys
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 PACKAGE_DIR = Path(__file__).parent
 CAPTION_SOURCES = ("model", "analysis")
@@ -23,6 +25,13 @@ CAPTION_SOURCES = ("model", "analysis")
 
 class ModelNotFoundError(FileNotFoundError):
     """A model file or package is absent; the message says what to install or where to point."""
+
+
+class UnknownProfileError(KeyError):
+    """No profile of that name; a KeyError (a lookup by name) whose message reads as a sentence."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,9 @@ class Profile:
     # sentence written from what the musicnn taggers, tempo and key estimators hear (model/describe.py)
     caption_source: str = "model"
     ground_chat: bool = False  # give the chat model the track's analysis as text beside its audio tokens
+    # answer questions about tempo, key, lead instrument and vocals by choosing the likeliest of a few
+    # sentences (model/answers.py) instead of generating freely
+    answer_choices: bool = False
     chunk_seconds: float = 30.0  # encoder chunk length; rounded to a whole number of pooling windows
     context_seconds: float = 1.0  # extra audio on each side of a chunk, dropped after encoding
     temperature: float = 0.1
@@ -128,9 +140,7 @@ def read_toml_fields(path: str | Path, cls: type, what: str = "") -> dict:
     """A TOML file's table as keyword arguments for dataclass `cls`; an unknown key is an error, not ignored."""
     with open(path, "rb") as f:
         raw = tomllib.load(f)
-    unknown = set(raw) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"{what}{path}: unknown keys {sorted(unknown)}")
+    reject_unknown_keys(raw, [f.name for f in fields(cls)], f"{what}{path}")
     return raw
 
 
@@ -142,7 +152,7 @@ def load_profile(name_or_path: str | Path, data_dir: Path | None = None, **overr
     else:
         found = [d / f"{name_or_path}.toml" for d in _search_dirs(data_dir) if (d / f"{name_or_path}.toml").is_file()]
         if not found:
-            raise KeyError(f"unknown profile '{name_or_path}'; known: {', '.join(list_profiles(data_dir))}")
+            raise UnknownProfileError(f"unknown profile '{name_or_path}'; known: {', '.join(list_profiles(data_dir))}")
         path = found[0]
     raw = read_toml_fields(path, Profile, "profile ")
     raw.setdefault("name", path.stem)

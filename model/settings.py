@@ -1,18 +1,33 @@
 """One settings object for every CLI and the UI, read from a TOML file and the environment.
 
 Precedence, lowest first: built-in defaults, the TOML file, MUSILINGO_* environment variables, then
-explicit overrides (CLI flags). The TOML file is `$MUSILINGO_CONFIG`, else `<data_dir>/config.toml`.
+explicit overrides (CLI flags). The TOML file is `$MUSILINGO_CONFIG`, else `<data_dir>/config.toml`; it
+holds the fields of `Settings` at its top level and the UI's options in a `[ui]` table. An unknown key
+is an error (ConfigError), not silently kept: a misspelt `decode_worker = 4` would otherwise do nothing.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "musilingo-search"
+
+
+class ConfigError(ValueError):
+    """A settings file or variable holds a key or value this version does not know; the message names it."""
+
+
+def reject_unknown_keys(keys: Iterable[str], known: Sequence[str], where: str) -> None:
+    """A ConfigError naming each of `keys` that is not `known`, and the known ones: a misspelt key is a
+    mistake to point at, not an option to ignore."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys: {', '.join(unknown)}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,7 @@ class Settings:
     decode_workers: int = 1
     max_track_seconds: float = 900.0  # longer files are indexed from a bounded window
     max_upload_mb: int = 50
-    extra: dict = field(default_factory=dict)
+    ui: dict = field(default_factory=dict)  # the TOML's [ui] table, read by ui/views/common.py
 
     @property
     def catalog_path(self) -> Path:
@@ -67,6 +82,10 @@ def _coerce(name: str, value: object) -> object:
         if isinstance(value, str):
             value = [v for v in value.split(os.pathsep) if v]
         return tuple(str(Path(v).expanduser()) for v in value)  # type: ignore[union-attr]
+    if name == "ui":
+        if not isinstance(value, dict):
+            raise TypeError("expected a table ([ui])")
+        return dict(value)
     if kind == "int":
         return int(value)  # type: ignore[arg-type]
     if kind == "float":
@@ -79,18 +98,29 @@ def load_settings(config: str | Path | None = None, **overrides: object) -> Sett
     env = os.environ
     data_dir = overrides.get("data_dir") or env.get(_ENV["data_dir"]) or DEFAULT_DATA_DIR
     path = Path(config or env.get("MUSILINGO_CONFIG") or Path(data_dir) / "config.toml")
+    if config and not path.is_file():
+        raise ConfigError(f"no settings file at {path}")
     values: dict[str, object] = {}
-    extra: dict = {}
+    source: dict[str, str] = {}  # where each value came from, for the error message
     if path.is_file():
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-        known = {f.name for f in fields(Settings)} - {"extra"}
-        for key, value in raw.items():
-            (values if key in known else extra)[key] = value
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        reject_unknown_keys(values, [f.name for f in fields(Settings)], str(path))
+        source = dict.fromkeys(values, str(path))
     for name, var in _ENV.items():
-        if var in env and env[var] != "":
-            values[name] = env[var]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["data_dir"] = data_dir if "data_dir" not in values else values["data_dir"]
-    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()}, extra=extra)
-    return replace(settings)
+        if env.get(var):
+            values[name], source[name] = env[var], f"${var}"
+    for name, value in overrides.items():
+        if value is not None:
+            values[name], source[name] = value, "the command line"
+    values.setdefault("data_dir", data_dir)
+    coerced = {}
+    for key, value in values.items():
+        try:
+            coerced[key] = _coerce(key, value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key} = {value!r} (from {source.get(key, 'the defaults')}): {exc}") from None
+    return Settings(**coerced)

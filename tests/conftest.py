@@ -109,13 +109,11 @@ def text_embedder():
 
 @pytest.fixture
 def indexer_settings(tmp_path: Path):
-    """Settings for a fresh data dir whose models folder is the shared LLM cache."""
+    """Settings for a fresh data dir (the models come from the settings' cache dir, shared by every data dir)."""
     from model.settings import load_settings
 
     data = tmp_path / "data"
     data.mkdir()
-    MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
     return load_settings(data_dir=data, decode_workers=1, device="cpu")
 
 

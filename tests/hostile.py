@@ -578,12 +578,8 @@ PROFILE = "hostile"  # lite, with a fresh adapter and 4-token captions: the scan
 
 
 def make_data_dir(data: Path) -> Path:
-    """A fresh data dir sharing the converted LLM cache, with the `hostile` profile beside it."""
+    """A fresh data dir with the `hostile` profile beside it (models come from the settings' cache dir)."""
     data.mkdir(parents=True, exist_ok=True)
-    models = REPO / "data" / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    if not (data / "models").exists():
-        (data / "models").symlink_to(models, target_is_directory=True)
     (data / "profiles").mkdir(exist_ok=True)
     lite_variant(data / "profiles" / f"{PROFILE}.toml", adapter="", max_new_tokens=4, caption_template="")
     return data

@@ -18,7 +18,7 @@ from catalog.store import Catalog
 from catalog.vectors import index_ids, load_index
 from indexer.cli import main as cli
 from indexer.pipeline import scan
-from tests.conftest import MODELS_DIR, REPO, write_audio
+from tests.conftest import REPO, write_audio
 from tests.harness import lite_variant
 
 READER = r"""
@@ -100,7 +100,6 @@ def test_sigkill_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path):
         write_audio(lib / f"Band {i % 3}" / "Album" / f"{i + 1:02d} Song.{['flac', 'wav', 'ogg'][i % 3]}",
                     seconds=2.0, seed=60 + i)
     (data / "profiles").mkdir(parents=True)
-    (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
     lite_variant(data / "profiles" / "lite-fresh.toml", adapter="", max_new_tokens=4, caption_template="")
     cmd = [sys.executable, "-m", "indexer", "scan", str(lib), "--data-dir", str(data), "--profile", "lite-fresh",
            "--greedy", "--commit-every", "2", "--json"]

@@ -34,7 +34,6 @@ from training.synth.text import caption
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo" / "library"
-MODELS_DIR = REPO / "data" / "models"
 SCAN_SECONDS = 10.0  # a bounded window per file keeps the scan short; every track is 20 s
 DUPLICATE_RATE = 44100
 
@@ -77,8 +76,6 @@ def demo(tmp_path_factory, lite_model, text_embedder):
     base = tmp_path_factory.mktemp("search-quality")
     data = base / "data"
     data.mkdir()
-    MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
     settings = load_settings(data_dir=data, decode_workers=1, device="cpu")
     meta = {m["path"]: m for m in map(json.loads, (DEMO / "metadata.jsonl").read_text().splitlines())}
     original_rel = next(p for p, m in meta.items() if m["format"] == "mp3")

@@ -1,4 +1,5 @@
-"""`python -m training eval`: greedy generation on a test split, then the captioning and QA metrics.
+"""Evaluation: greedy generation on a test split, then the captioning and QA metrics (`python -m training eval`,
+whose options training/cmd_eval.py defines).
 
 Caption items (question None) are captioned as the profile captions (greedy generation after the
 captioning instruction, or the likeliest sentence of its caption template; `--free-captions` generates
@@ -17,6 +18,7 @@ cannot skip an attribute or lean on the LLM's favourite word.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from model.config import Profile
+from model.settings import Settings
 from training.datasets import Item, read_dataset
 from training.metrics import (
     PARSED_ATTRIBUTES,
@@ -37,6 +41,7 @@ from training.synth.spec import FAMILIES, MODES, TEMPO_RANGES
 from training.synth.text import summary_caption
 
 CAPTION_ATTRIBUTES = ("instrument_family", "tempo_class", "mode")
+RUNS = ("audio", "no_audio", "shuffled_audio")  # with the true audio, none, another clip's; reported in this order
 ATTRIBUTE_VALUES = {"instrument_family": FAMILIES, "tempo_class": tuple(TEMPO_RANGES), "mode": MODES}
 
 
@@ -120,7 +125,7 @@ def shuffled_tokens(items: list[Item], tokens: dict[str, torch.Tensor]) -> dict[
     """Each clip's audio tokens replaced by those of the next clip in reading order (a derangement)."""
     clips = list(dict.fromkeys(it.audio_key for it in items))
     if len(clips) < 2:
-        raise SystemExit("eval --shuffled needs at least two clips")
+        raise ValueError("eval --shuffled needs at least two clips")
     return {key: tokens[clips[(i + 1) % len(clips)]] for i, key in enumerate(clips)}
 
 
@@ -150,7 +155,8 @@ def score(items: list[Item], texts: list[str], synth: bool, with_bertscore: bool
     return report
 
 
-def _summary_lines(name: str, rep: dict) -> list[str]:
+def summary_lines(name: str, rep: dict) -> list[str]:
+    """One run's report (audio, no_audio, shuffled_audio) as text lines."""
     lines = [f"== {name}"]
     if "caption_attribute_accuracy" in rep:
         acc = rep["caption_attribute_accuracy"]
@@ -175,8 +181,9 @@ def _summary_lines(name: str, rep: dict) -> list[str]:
     return lines
 
 
-def main(args) -> int:
-    from model.config import load_profile
+def evaluate(args: argparse.Namespace, settings: Settings, profile: Profile) -> dict:
+    """The report for the options of `python -m training eval`; writes every generation to --samples and the
+    report to --out when given. The model runs on the settings' device, from their models cache."""
     from model.musilingo import MusiLingo
     from training.features import FeatureCache
 
@@ -187,10 +194,9 @@ def main(args) -> int:
     say(result.report())
     attrs = tuple(a for a in (args.qa_attributes or "").split(",") if a)
     items = select_items(result.items, args.limit, args.qa_per_clip, attrs)
-    profile = load_profile(args.profile, caption_template="" if args.free_captions else None)
     need_encoder = not args.cache
-    model = MusiLingo.from_profile(profile, args.device, cache_dir=Path(args.model_cache_dir),
-                                   with_encoder=need_encoder, adapter=args.adapter)
+    model = MusiLingo.from_profile(profile, settings.resolved_device(), cache_dir=settings.models_dir,
+                                   with_encoder=need_encoder)
     tokens: dict[str, torch.Tensor] = {}
     if args.cache:
         cache = FeatureCache.open(args.cache, profile)
@@ -206,7 +212,7 @@ def main(args) -> int:
     synth = args.dataset == "synth"
     report: dict = {"dataset": args.dataset, "root": str(args.root), "split": args.split,
                     "items": len(items), "clips": len({it.audio_key for it in items}),
-                    "missing_audio": result.missing_audio, "adapter": args.adapter or profile.adapter,
+                    "missing_audio": result.missing_audio, "adapter": profile.adapter,
                     "profile": profile.name,
                     "decoding": {"captions": "template" if profile.caption_template else "greedy", "answers": "greedy"}}
     if synth:
@@ -235,11 +241,4 @@ def main(args) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        for name, _ in runs:
-            print("\n".join(_summary_lines(name, report[name])))
-        if "majority_class_accuracy" in report:
-            print("majority-class accuracy: " + json.dumps(report["majority_class_accuracy"]))
-    return 0
+    return report

@@ -1,8 +1,9 @@
 """What every page shares: settings and profile, the cached engine and model, result cards and the player.
 
-Settings come from `model.settings.load_settings()` (MUSILINGO_* variables, `$MUSILINGO_CONFIG` or
-`<data_dir>/config.toml`), so the CLI and the UI always agree on the catalog and the profile. UI-only
-options live in that TOML's `[ui]` table (chat_greedy, chat_max_new_tokens, player_max_mb, page_size).
+Settings and profile come from `model.runtime.settings_and_profile()` (MUSILINGO_* variables,
+`$MUSILINGO_CONFIG` or `<data_dir>/config.toml`), the path every CLI takes, so the CLI and the UI always
+agree on the catalog and the profile. UI-only options live in that TOML's `[ui]` table (chat_greedy,
+chat_max_new_tokens, player_max_mb, page_size); an unknown key there is an error, as at the top level.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from model.config import Profile, load_profile
-from model.settings import Settings, load_settings
+from model.config import Profile
+from model.runtime import settings_and_profile
+from model.settings import Settings, reject_unknown_keys
 from search.analysis import AnalysisSummary, analysis_summaries
 from search.engine import SearchEngine
 from search.types import Filters, Hit, SearchResult
@@ -90,10 +92,9 @@ def chat_model(ctx: AppContext) -> MusiLingo:
 
 def load_context() -> AppContext:
     """Read settings on every run (cheap) so a changed environment or config file takes effect at once."""
-    settings = load_settings()
-    profile = load_profile(settings.profile, settings.data_dir)
-    raw = settings.extra.get("ui", {})
-    options = UiOptions(**{k: raw[k] for k in UiOptions.__dataclass_fields__ if k in raw})
+    settings, profile = settings_and_profile()
+    reject_unknown_keys(settings.ui, list(UiOptions.__dataclass_fields__), "settings, [ui] table")
+    options = UiOptions(**settings.ui)
     engine, error = None, ""
     if settings.catalog_path.exists():
         try:
@@ -108,34 +109,17 @@ def load_context() -> AppContext:
     return AppContext(settings, profile, options, engine, error, roots)
 
 
-def catalog_generation(settings: Settings) -> str:
-    """Changes whenever the indexer rewrites anything under the data dir (catalog, keyword snapshot,
-    vector indexes), so a cached search never outlives a scan's changes."""
-    parts = []
-    for folder in (settings.data_dir, settings.data_dir / "faiss"):
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            if entry.is_file() and not entry.name.endswith(".log"):
-                info = entry.stat()
-                parts.append(f"{entry.name}:{info.st_ino}:{info.st_mtime_ns}:{info.st_size}")
-    return "|".join(parts)
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
-def _cached_search(key: str, generation: str, query: str, filters: tuple, top_k: int, offset: int,
+def _cached_search(key: str, stamp: str, query: str, filters: tuple, top_k: int, offset: int,
                    _engine: SearchEngine) -> SearchResult:
     return _engine.search(query, filters=Filters(**dict(filters)), top_k=top_k, offset=offset)
 
 
 def run_search(ctx: AppContext, query: str, filters: dict[str, Any], top_k: int, offset: int = 0) -> SearchResult:
-    """Search through st.cache_data keyed on query, filters, page and catalog generation."""
+    """Search through st.cache_data keyed on query, filters, page and what a search reads (`engine.stamp`)."""
     assert ctx.engine is not None
     frozen = tuple(sorted(filters.items()))
-    return _cached_search(_settings_key(ctx.settings), catalog_generation(ctx.settings), query, frozen, top_k,
-                          offset, ctx.engine)
+    return _cached_search(_settings_key(ctx.settings), ctx.engine.stamp(), query, frozen, top_k, offset, ctx.engine)
 
 
 def open_track(track_id: int) -> None:
