@@ -1,6 +1,6 @@
 """What the analysis buys "more like this" and the chat model, on the held-out set.
 
-    python bench/bench_answers.py [--n 100] [--chat-n N] [--seconds 30] [--out /tmp/bench-analysis] [--json]
+    python bench/bench_answers.py [--n 100] [--chat-n N] [--chat-skip 30] [--seconds 30] [--out /tmp/bench-analysis] [--json]
 
 The held-out set and its lite catalog are bench/bench_analysis.py's (`training.heldout`: its own composer
 and the TimGM6mb soundfont; OUT/heldout, scanned with the lite profile into OUT/data). The catalog is reused
@@ -14,10 +14,11 @@ versions; otherwise the clips are scanned again into a fresh OUT/data. Then:
   clips it ranks the whole catalog), and at random (the expected share, exact: the seed's value among
   the other clips);
 - chat: each clip's stored audio tokens are asked three questions (tempo, mode, lead instrument; the
-  instrument only where the family has a class), greedily, as `python -m model ask` asks them: once with
-  the analysis told beside the audio (today's lite, `ground_chat`; the context is written from the stored
-  analysis, as `ask` writes it from the file's) and once without (lite before the analysis). An answer is
-  right when it names the right value and no other (bench_analysis's words and `named`, with two words
+  instrument only where the family has a class) in three ways (ARMS): as `python -m model ask` answers
+  them today (the analysis told beside the audio, `ground_chat`, written from the stored analysis as `ask`
+  writes it from the file's; the answer chosen among the topic's sentences, `answer_choices`,
+  model/answers.py), generated greedily instead (before the choices), and chosen from the audio tokens
+  alone (what the adapter conveys). An answer is right when it names the right value and no other (bench_analysis's words and `named`, with two words
   answers use and captions do not: "medium", which the tempo question offers, and "synthesizer").
   `--json` keeps every answer with its audio token count and generated token ids.
 Not a test.
@@ -45,6 +46,7 @@ from catalog.store import Catalog, tracks  # noqa: E402
 from indexer.indexing import Models  # noqa: E402
 from indexer.pipeline import scan, stored_analyses  # noqa: E402
 from model.analysis import analysis_version  # noqa: E402
+from model.answers import topic_of  # noqa: E402
 from model.config import Profile, load_profile  # noqa: E402
 from model.settings import Settings, load_settings  # noqa: E402
 from search import SearchEngine  # noqa: E402
@@ -114,13 +116,20 @@ def more_like_this(engine: SearchEngine, by_id: dict[int, str], labels: dict[str
     return {"seeds": seeds, "share_of_top_10": shares, "top_10": results}
 
 
+ARMS = {  # how each answer is made: (the analysis told beside the audio, the answer chosen among sentences)
+    "chosen, with the analysis (today)": (True, True),
+    "generated, with the analysis (before)": (True, False),
+    "chosen, audio tokens alone": (False, True),
+}
+
+
 def chat(engine: SearchEngine, models: Models, settings: Settings, by_id: dict[int, str],
          labels: dict[str, dict]) -> dict:
-    """Every clip asked the three questions with and without the analysis context; rates and answers."""
+    """Every clip asked the three questions in each of the ARMS; rates and answers."""
     musilingo = models.musilingo
     with Catalog(settings.catalog_path).read() as conn:
         heard = stored_analyses(conn, list(by_id))
-    answers, right = [], {q: {"with_context": [], "without_context": []} for q in QUESTIONS}
+    answers, right = [], {q: {arm: [] for arm in ARMS} for q in QUESTIONS}
     t0, asked = time.perf_counter(), 0
     for tid, file in sorted(by_id.items(), key=lambda kv: kv[1]):
         audio = engine.track_tokens(tid)
@@ -133,8 +142,12 @@ def chat(engine: SearchEngine, models: Models, settings: Settings, by_id: dict[i
             if truth is None:
                 continue
             clip["answers"][key] = {}
-            for arm, told in (("with_context", context), ("without_context", None)):
-                gen = musilingo.ask(audio, question, greedy=True, context=told)
+            for arm, (told, chosen) in ARMS.items():
+                said_context = context if told else None
+                if chosen:
+                    gen = musilingo.choose(audio, question, topic_of(question), context=said_context)
+                else:
+                    gen = musilingo.generate([audio], [question], greedy=True, contexts=[said_context])[0]
                 asked += 1
                 said = named(gen.text, words)
                 ok = said == {truth}
@@ -144,7 +157,7 @@ def chat(engine: SearchEngine, models: Models, settings: Settings, by_id: dict[i
         answers.append(clip)
     seconds = time.perf_counter() - t0
     rates = {q: {arm: round(float(np.mean(v)), 3) if v else None for arm, v in arms.items()}
-             | {"clips": len(arms["with_context"])}
+             | {"clips": len(next(iter(arms.values())))}
              for q, arms in right.items()}
     return {"questions": {k: q for k, (q, _, _) in QUESTIONS.items()}, "right": rates,
             "seconds_per_answer": round(seconds / max(1, asked), 2), "answers": answers}
@@ -156,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", default="/tmp/bench-analysis")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--chat-n", type=int, help="ask about the first N clips only (chat takes seconds an answer)")
+    parser.add_argument("--chat-n", type=int, help="ask about N clips only (chat takes seconds an answer)")
+    parser.add_argument("--chat-skip", type=int, default=0,
+                        help="skip the first N clips in chat (those the answer sentences were chosen on)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as bench_analysis: one OpenMP thread on 2 shared cores
 
@@ -169,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     like = more_like_this(engine, by_id, labels)
     like_seconds = time.perf_counter() - t1
-    asked = dict(sorted(by_id.items())[:args.chat_n]) if args.chat_n else by_id
+    first = sorted(by_id.items())[args.chat_skip:]
+    asked = dict(first[:args.chat_n] if args.chat_n else first)
     answered = chat(engine, models, settings, asked, labels)
     result = {
         "date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
@@ -191,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
           f"| tempo class ({seeds['tempo_class']}) | mode ({seeds['mode']}) |\n|---|---:|---:|---:|")
     for name, share in like["share_of_top_10"].items():
         print(f"| {name} | {share['family']} | {share['tempo_class']} | {share['mode']} |")
-    print("\n| chat question (strict) | clips | right with the analysis context (today) | without (before) |"
-          "\n|---|---:|---:|---:|")
+    print("\n| chat question (strict: right when it names the right value and no other) | clips | "
+          + " | ".join(ARMS) + " |\n|---|---:|" + "---:|" * len(ARMS))
     for key, rate in answered["right"].items():
-        print(f"| {answered['questions'][key]} | {rate['clips']} | {rate['with_context']} | {rate['without_context']} |")
+        print(f"| {answered['questions'][key]} | {rate['clips']} | " + " | ".join(str(rate[a]) for a in ARMS) + " |")
     return 0
 
 

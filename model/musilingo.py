@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.answers import Topic, topic_of
 from model.checkpoints import load_adapter
 from model.config import Profile, load_profile, resolve_path
 from model.encoder import Encoder
@@ -169,12 +170,13 @@ class MusiLingo(nn.Module):
         return torch.cat(out)
 
     @torch.no_grad()
-    def _template_caption(self, audio: torch.Tensor) -> Generation:
-        """`score` of every sentence of the template, with the shared prompt run once and its cache reused
-        (the sentences are a quarter of the tokens; docs/benchmarks.md, "Model: caption speed and
-        memory")."""
-        sentences = expand_caption_template(self.profile.caption_template)
-        pieces, n_prompt = self._prompt_pieces(audio, self.profile.caption_instruction, None)
+    def answer_scores(self, audio: torch.Tensor, question: str, sentences: list[str] | tuple[str, ...],
+                      history: list[tuple[str, str]] | None = None,
+                      context: str | None = None) -> tuple[torch.Tensor, int]:
+        """`score` of every sentence as the answer, with the shared prompt run once and its cache reused (the
+        sentences are a quarter of a template's tokens; docs/benchmarks.md, "Model: caption speed and
+        memory"): the log-likelihoods and the prompt's length."""
+        pieces, n_prompt = self._prompt_pieces(audio, question, history, context)
         decoder = self.llm.get_decoder()
         prompt = decoder(inputs_embeds=torch.cat(pieces)[None], use_cache=True)
         targets = [self._ids(s + self.template.stop)[:STAGE2_MAX_TOKENS] for s in sentences]
@@ -192,11 +194,30 @@ class MusiLingo(nn.Module):
             for row, t in enumerate(part):
                 ids[row, : len(t)] = torch.tensor(t, device=self.device)
             scores.append(self._target_logprobs(hidden, ids))
-        total = torch.cat(scores)
-        best = int(total.argmax())
+        return torch.cat(scores), n_prompt
+
+    def _template_caption(self, audio: torch.Tensor) -> Generation:
+        """The likeliest sentence of the profile's caption template."""
+        sentences = expand_caption_template(self.profile.caption_template)
+        scores, n_prompt = self.answer_scores(audio, self.profile.caption_instruction, sentences)
+        best = int(scores.argmax())
         return Generation(sentences[best], self._ids(sentences[best]), int(audio.shape[0]), n_prompt,
-                          extra={"decoding": "template", "log_likelihood": round(float(total[best]), 4),
+                          extra={"decoding": "template", "log_likelihood": round(float(scores[best]), 4),
                                  "sentences": len(sentences)})
+
+    def choose(self, audio: torch.Tensor, question: str, topic: Topic, history: list[tuple[str, str]] | None = None,
+               context: str | None = None) -> Generation:
+        """The likeliest of a topic's answer sentences (model/answers.py) as the answer to `question`."""
+        scores, n_prompt = self.answer_scores(audio, question, topic.answers, history, context)
+        best = int(scores.argmax())
+        text = topic.answers[best]
+        return Generation(text, self._ids(text), int(audio.shape[0]), n_prompt,
+                          extra={"decoding": "choice", "topic": topic.name,
+                                 "log_likelihood": round(float(scores[best]), 4), "choices": len(topic.answers)})
+
+    def _topic(self, question: str) -> Topic | None:
+        """The topic to answer by choice, in a profile with `answer_choices`."""
+        return topic_of(question) if self.profile.answer_choices else None
 
     # ----- generation -----------------------------------------------------------------------------------
     def _generation_kwargs(self, greedy: bool, max_new_tokens: int | None) -> dict:
@@ -245,12 +266,23 @@ class MusiLingo(nn.Module):
 
     def ask(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
             greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Generation:
+        """One answer: chosen among a topic's sentences when the profile says so and the question has one
+        (`choose`), else generated."""
+        topic = self._topic(question)
+        if topic is not None:
+            return self.choose(audio, question, topic, history, context)
         return self.generate([audio], [question], [history], greedy, max_new_tokens, [context])[0]
 
     def stream(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
                greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Iterator[str]:
-        """Yield the answer's text as it is generated, cut at the stop string (for a chat UI)."""
+        """Yield the answer's text as it is generated, cut at the stop string (for a chat UI); a chosen
+        answer (`ask`) comes whole."""
         from transformers import TextIteratorStreamer
+
+        topic = self._topic(question)
+        if topic is not None:
+            yield self.choose(audio, question, topic, history, context).text
+            return
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
         embeds, mask, _ = self._prompt_batch([audio], [question], [history], [context])

@@ -321,7 +321,7 @@ class SnapshotReader:
         parts = split_words(text)
         tokens = [split_words(w) for w in words] if self.ok else []
         if parts is None or any(t is None for t in tokens):  # a code point newer than Python's Unicode
-            return self._analyze_sql(text, words)
+            return self.analyze_sql(text, words)
         with self.lock:
             stems = self._stems([tok for toks in tokens for tok in toks or ()])
         return " ".join(parts), list(dict.fromkeys(stems.values()))
@@ -338,7 +338,7 @@ class SnapshotReader:
         found: list[list[str] | None] = [None if ws is None else sorted({w for w in ws if stem_of[plain[w]] in wanted})
                                          for ws in words]
         odd = [i for i, ws in enumerate(found) if ws is None]  # a code point newer than Python's Unicode
-        for i, ws in zip(odd, self._surface_sql([texts[i] for i in odd], stems) if odd else [], strict=True):
+        for i, ws in zip(odd, self.surface_sql([texts[i] for i in odd], stems) if odd else [], strict=True):
             found[i] = ws
         return [ws or [] for ws in found]
 
@@ -352,7 +352,7 @@ class SnapshotReader:
                 f"SELECT t, stem(t, '{STEMMER}') FROM unnest($t::VARCHAR[]) u(t)", {"t": missing}).fetchall())
         return {t: self._stem_cache[t] for t in tokens}
 
-    def _analyze_sql(self, text: str, words: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
+    def analyze_sql(self, text: str, words: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
         """`analyze` by DuckDB itself: the reference `split_words` follows, and the way for text that
         holds a code point unassigned in Python's Unicode database."""
         stems = f"""(SELECT list(DISTINCT stem(tok, '{STEMMER}')) FROM (
@@ -364,8 +364,8 @@ class SnapshotReader:
             phrase, terms = self.con.execute(f"SELECT {norm_sql('$t::VARCHAR')}, {stems}", params).fetchone()
         return phrase, list(terms or [])
 
-    def _surface_sql(self, texts: list[str], stems: list[str]) -> list[list[str]]:
-        """`surface_matches` by DuckDB itself (see `_analyze_sql`)."""
+    def surface_sql(self, texts: list[str], stems: list[str]) -> list[list[str]]:
+        """`surface_matches` by DuckDB itself (see `analyze_sql`)."""
         sql = f"""SELECT i, list(DISTINCT tok ORDER BY tok) FROM (
                     SELECT i, unnest(string_split_regex(regexp_replace(lower(t), '{TOKEN_IGNORE}', ' ', 'g'),
                                      '\\s+')) AS tok

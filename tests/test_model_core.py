@@ -11,9 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from model.answers import TOPICS, topic_of
 from model.config import load_profile
 from model.encoder import Encoder, pool_frames
 from model.frontend import LiteFrontend, feature_slice
+from model.instrument_head import FAMILIES
 from model.musilingo import SCORE_ROWS, MusiLingo
 from model.prompt import expand_caption_template
 from tests.harness import tiny_llama_folder, tiny_mert_folder, tone, write_profile
@@ -212,3 +214,41 @@ def test_chunked_encoding_equals_one_pass_when_context_covers_the_field() -> Non
     assert chunked.shape == whole.shape == (11, encoder.dim)
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
     assert encoder.chunk_samples == 2 * 325 * 320  # 10 s rounds to 2 whole windows (8.67 s)
+
+
+def test_questions_find_their_topic() -> None:
+    assert topic_of("Is this piece slow, medium tempo or fast?").name == "tempo"
+    assert topic_of("Is it in a major or a minor key?").name == "mode"
+    assert topic_of("Which instrument plays the lead?").name == "instrument"
+    assert topic_of("Is there a singer?").name == "vocals"
+    assert topic_of("What does this remind you of?") is None
+    assert all(len(t.answers) == len(set(t.answers)) > 1 for t in TOPICS)
+
+
+def test_a_question_with_a_topic_is_answered_by_its_likeliest_sentence(tiny: MusiLingo) -> None:
+    """With `answer_choices`, the answer is the topic's sentence the model finds likeliest after the whole
+    prompt (history and analysis context included), each scored alone here with full logits; the stream
+    gives the same answer; without the flag, or without a topic, the answer is generated."""
+    model = MusiLingo(replace(tiny.profile, answer_choices=True), tiny.llm, tiny.tokenizer, 32, tiny.adapter)
+    question, context = "Which instrument plays the lead?", "Tempo: about 140 BPM (fast)."
+    history = [("What is playing?", "A piano.")]
+    topic = topic_of(question)
+    torch.manual_seed(4)
+    audio = torch.randn(3, 32)
+    alone = []
+    for sentence in topic.answers:
+        pieces, n = model._prompt_pieces(audio, question, history, context)
+        ids = model._ids(sentence + model.template.stop)
+        with torch.no_grad():
+            logits = model.llm(inputs_embeds=torch.cat(pieces + [model._embed_ids(ids)])[None]).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        alone.append(sum(float(logp[n - 1 + j, t]) for j, t in enumerate(ids)))
+    gen = model.ask(audio, question, history, context=context)
+    assert gen.text == topic.answers[int(np.argmax(alone))]
+    assert gen.extra == {"decoding": "choice", "topic": "instrument", "choices": len(FAMILIES),
+                         "log_likelihood": pytest.approx(max(alone), abs=1e-3)}
+    assert tiny.tokenizer.decode(gen.token_ids) == gen.text and gen.n_audio_tokens == 3
+    assert "".join(model.stream(audio, question, history, context=context)) == gen.text
+    free = model.ask(audio, "What does this remind you of?", greedy=True, max_new_tokens=6)
+    assert "decoding" not in free.extra
+    assert "decoding" not in tiny.ask(audio, question, greedy=True, max_new_tokens=6).extra

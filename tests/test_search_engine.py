@@ -306,7 +306,7 @@ def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library
     for text in queries:
         parsed = parse_query(text)
         phrase, stems = reader.analyze(parsed.text, parsed.words)
-        ref_phrase, ref_stems = reader._analyze_sql(parsed.text, parsed.words)
+        ref_phrase, ref_stems = reader.analyze_sql(parsed.text, parsed.words)
         assert phrase == ref_phrase and sorted(stems) == sorted(ref_stems), text
         assert len(set(stems)) == len(stems)
     texts = [str(r.get(n) or "") for r in rows[:20] for n in ("caption", "title", "artist", "album", "genre")]
@@ -314,10 +314,10 @@ def test_query_analysis_and_highlighting_in_python_equal_duckdbs(engine, library
     for query in ("slow sad strings piano", "beyonce tribute band", "björk sigur ros", "東京の夜 坂本",
                   "played playing plays guitar", rows[5]["caption"]):
         stems = reader.analyze(query, parse_query(query).words)[1]
-        assert reader.surface_matches(texts, stems) == reader._surface_sql(texts, stems), query
+        assert reader.surface_matches(texts, stems) == reader.surface_sql(texts, stems), query
     odd = ["new \U0001fae8 emoji piano", "piano"]  # a code point Python's Unicode 14 lacks: DuckDB answers
-    assert reader.surface_matches(odd, ["piano"]) == reader._surface_sql(odd, ["piano"]) == [["piano"], ["piano"]]
-    assert reader.analyze(odd[0], ("new", "emoji", "piano")) == reader._analyze_sql(odd[0], ("new", "emoji", "piano"))
+    assert reader.surface_matches(odd, ["piano"]) == reader.surface_sql(odd, ["piano"]) == [["piano"], ["piano"]]
+    assert reader.analyze(odd[0], ("new", "emoji", "piano")) == reader.analyze_sql(odd[0], ("new", "emoji", "piano"))
 
 
 def test_a_query_is_embedded_on_one_thread_of_the_caller_only(text_embedder) -> None:
