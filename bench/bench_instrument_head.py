@@ -1,7 +1,8 @@
 """The instrument-family head (`model/instrument_head.py`) on the held-out set, beside musicnn's own tags.
 
 The held-out set (`training/heldout`) has its own composer and the TimGM6mb soundfont; the head was trained
-on the other generator and FluidR3_GM. Clips are rendered once into --cache and analysed once (the same
+on the other generator and other soundfonts. Several heads (`--weights A B`: an old and a new one) are
+scored on the same clips in one run. Clips are rendered once into --cache and analysed once (the same
 `Analyzer` path as training, audio resampled to 16 kHz with soxr, as the indexer does).
 
 Held-out families map to the head's: reed and pipe are woodwind; bass and mallet have no class, so they
@@ -11,7 +12,7 @@ guitar/sitar -> guitar, strings/violin/cello/harp -> strings, flute -> woodwind,
 model/describe.py scores words), chance (1/7) and the best constant answer (the set's commonest family).
 
 Usage: PYTHONPATH=. python bench/bench_instrument_head.py [--n 100] [--seed 0] [--seconds 30]
-           [--cache /tmp/bench_instrument_head] [--weights model/weights/instrument-head.safetensors] [--json]
+           [--cache /tmp/bench_instrument_head] [--weights model/weights/instrument-head.safetensors ...] [--json]
 """
 
 from __future__ import annotations
@@ -138,29 +139,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="held-out set seed")
     parser.add_argument("--seconds", type=float, default=30.0, help="clip length")
     parser.add_argument("--cache", default="/tmp/bench_instrument_head", help="rendered clips and features")
-    parser.add_argument("--weights", default=str(WEIGHTS), help="the head's safetensors")
+    parser.add_argument("--weights", nargs="+", default=[str(WEIGHTS)], help="heads' safetensors, each scored")
     parser.add_argument("--workers", type=int, default=2, help="parallel FluidSynth processes")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cache = Path(args.cache) / "heldout"
-    head = InstrumentHead.from_file(args.weights)
+    heads = {weights: InstrumentHead.from_file(weights) for weights in args.weights}
     started = time.monotonic()
     records = generate(cache, args.n, seed=args.seed, seconds=args.seconds, workers=args.workers)
     rendered = time.monotonic()
     feats = cached_features([cache / r["file"] for r in records], [record_key(r) for r in records], cache,
                             Analyzer(MODELS_DIR))
     analysed = time.monotonic()
-    result = evaluate(records, head.matrix(feats.embedding), [tag_family(t) for t in feats.tags],
-                      head.threshold)
-    result.update({
-        "weights": args.weights, "head_revision": head.revision, "seed": args.seed, "seconds": args.seconds,
-        "times_s": {"render": round(rendered - started, 1), "analyse": round(analysed - rendered, 1)},
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread", "date": str(datetime.date.today())})
+    tag_preds = [tag_family(t) for t in feats.tags]
+    results = []
+    for weights, head in heads.items():
+        result = evaluate(records, head.matrix(feats.embedding), tag_preds, head.threshold)
+        result.update({
+            "weights": weights, "head_revision": head.revision, "seed": args.seed, "seconds": args.seconds,
+            "times_s": {"render": round(rendered - started, 1), "analyse": round(analysed - rendered, 1)},
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread",
+            "date": str(datetime.date.today())})
+        results.append(result)
+        if not args.json:
+            print(f"== {weights} (revision {head.revision})")
+            print_report(result)
     if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print_report(result)
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 0
 
 

@@ -82,3 +82,43 @@ def test_head_tells_rendered_families_apart(head: InstrumentHead) -> None:
         assert max(p, key=p.get) == family, p
     assert probs["piano"]["piano"] - probs["brass"]["piano"] > 0.3
     assert probs["brass"]["brass"] - probs["piano"]["brass"] > 0.3
+
+
+def test_leave_soundfont_out_never_trains_on_the_held_soundfont_or_the_held_music() -> None:
+    """Each rendering is validated on once, by a head fitted on neither its soundfont nor its clip (the
+    same clip by another soundfont would let a head recognise the music instead of the instrument)."""
+    from training.train_instrument_head import soundfont_splits
+
+    soundfonts = np.repeat(np.array(["A.sf2", "B.sf2", "C.sf2"]), 6)
+    clips = np.tile(np.arange(6), 3)
+    splits = soundfont_splits(soundfonts, clips % 3)
+    assert len(splits) == 9
+    np.testing.assert_array_equal(sum(held.astype(int) for _, held in splits), np.ones(18, dtype=int))
+    for train, held in splits:
+        assert train.any() and held.any() and not (train & held).any()
+        assert not set(soundfonts[train]) & set(soundfonts[held])
+        assert not set(clips[train]) & set(clips[held])
+
+
+def test_every_soundfont_renders_the_same_clips_and_they_share_a_fold() -> None:
+    from training.train_instrument_head import stratified_folds, training_records
+
+    a = training_records(14, 0, 15.0, False, "A.sf2")
+    b = training_records(14, 0, 15.0, False, "B.sf3")
+    assert [r["attributes"] for r in a] == [r["attributes"] for r in b]
+    assert {r["file"].split("/")[1] for r in a + b} == {"A", "B"} and {r["soundfont"] for r in b} == {"B.sf3"}
+    records = a + b
+    y = np.array([FAMILIES.index(r["attributes"]["instrument_family"]) for r in records])
+    folds = stratified_folds(y, np.array([r["id"] for r in records]), 2, seed=0)
+    assert all(folds[i] == folds[i + len(a)] for i in range(len(a)))  # a clip's two renderings together
+    assert sorted(np.bincount(folds[:len(a)])) == [7, 7]  # each family dealt to both folds
+
+
+def test_the_held_out_soundfont_is_refused_for_training(tmp_path) -> None:
+    from training.train_instrument_head import main
+
+    held = tmp_path / "TimGM6mb.sf2"
+    held.write_bytes(b"RIFF")
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "head.safetensors"), "--soundfonts", str(held), "--cache", str(tmp_path)])
+    assert not (tmp_path / "head.safetensors").exists() and not (tmp_path / "synth").exists()
