@@ -11,9 +11,7 @@ FluidR3_GM soundfont, 15 s each, 300 per family), chosen among linear heads on e
 per-clip or per-patch examples, and small MLPs by cross-validation that holds out whole instruments.
 Its accuracy on validation and on a held-out set (another composer, another soundfont), beside musicnn's
 own tags and chance, is in docs/benchmarks.md ("Instrument family head"); it does not carry well to an
-unheard soundfont (strings are the weakest). The trainer's defaults now render every clip with three
-soundfonts (FluidR3_GM, MuseScore_General_Lite, OPL-3 FM); the head they give was no better on the
-held-out set (same section), so this file is still the FluidR3_GM head.
+unheard soundfont (strings are the weakest).
 
 Trust: it knows only synthetic General MIDI renderings, so on real recordings believe it only when it is
 confident. `InstrumentHead.threshold` (stored in the file) is the confidence chosen on training-generator
