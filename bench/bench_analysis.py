@@ -43,7 +43,6 @@ from indexer.pipeline import scan  # noqa: E402
 from model.config import load_profile  # noqa: E402
 from model.settings import Settings, load_settings  # noqa: E402
 from search import SearchEngine  # noqa: E402
-from tests.conftest import MODELS_DIR  # noqa: E402
 from training.heldout import generate  # noqa: E402
 
 FAMILY_WORDS = {  # caption word -> instrument family (both the analysis's words and the template's)
@@ -133,11 +132,10 @@ def render_heldout(out: Path, n: int, seconds: float) -> tuple[dict[str, dict], 
 
 
 def fresh_data_dir(out: Path) -> Settings:
-    """An empty data dir OUT/data for the held-out catalog, with the prepared models linked in; its settings."""
+    """An empty data dir OUT/data for the held-out catalog (models come from the settings' cache); its settings."""
     data = out / "data"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    (data / "models").symlink_to(MODELS_DIR, target_is_directory=True)
     return load_settings(data_dir=data, device="cpu")
 
 
