@@ -2,7 +2,7 @@
 
 musicnn (model/musicnn.py) was trained on real recordings (MagnaTagATune, the Million Song Dataset), so
 its tags hold on music outside our synthetic corpus. A track is tagged from at most `max_patches` 3-s
-patches (`model.musicnn.patch_starts`: every patch of a track up to 30 s, else patches spread over it);
+patches (`model.musicnn.patch_starts`: every patch of a track up to 18 s, else MAX_PATCHES spread over it);
 tempo and key (model/tempo_key.py) are estimated from the whole decoded audio. `Analyzer.analyze` takes
 several tracks at a time (one patch per forward on a CPU, all of them at once on a GPU).
 """
