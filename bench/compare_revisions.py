@@ -8,7 +8,8 @@ into a fresh data dir with its own `python -m indexer scan`, then dumps, through
 every track's stored fields (ids, times and scan bookkeeping left out), the pages of a fixed set of queries
 under several filters (paths, scores to 1e-9, totals, messages, reasons), each track's five nearest
 ("more like this") and the facets. Tracks are named by path, so ids that differ between the scans do not
-count. Prints the first differences and exits 1 if any. For restructurings that must not change what the
+count: a scan numbers tracks in the order they finish, and the ranking breaks equal scores by id, so hits
+of equal score are compared in path order. Prints the first differences and exits 1 if any. For restructurings that must not change what the
 product computes. Not a test: it scans the library twice.
 """
 
@@ -47,7 +48,8 @@ path_of = {h.track_id: h.path for h in listed}
 def named(text):
     return re.sub(r"track (\d+)", lambda m: "track " + path_of.get(int(m.group(1)), m.group(1)), text)
 def page(hits):
-    return [[h.path, round(h.score, 9), [named(r) for r in h.reasons], h.caption] for h in hits]
+    rows = [[h.path, round(h.score, 9), [named(r) for r in h.reasons], h.caption] for h in hits]
+    return sorted(rows, key=lambda r: (-r[1], r[0]))  # equal scores fall back to ids, which scans may assign apart
 skip = {"id", "indexed_at", "mtime", "scan_id", "analysed_at", "analyzed_at", "created_at", "updated_at"}
 out = {"tracks": {}, "searches": {}, "like": {}, "facets": engine.facets()}
 for h in listed:
