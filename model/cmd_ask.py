@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps({"file": args.file, "question": args.question, "answer": gen.text,
                               "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids,
-                              "context": context, "profile": profile.name}))
+                              "context": context, "profile": profile.name, **gen.extra}))
         else:
             print(gen.text)
         return 0

@@ -67,3 +67,18 @@ def test_file_tags_are_the_mean_of_its_patches(analyzer: Analyzer) -> None:
     together = analyzer.analyze([other, wave])
     np.testing.assert_allclose(together[1].probabilities["MTT_musicnn"], probs, atol=1e-5)
     assert together[1].bpm == one.bpm and (together[1].key, together[1].mode) == (one.key, one.mode)
+
+
+def test_ask_answers_a_tempo_question_by_choice_with_the_analysis(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python -m model ask --json` on the lite profile: the analysis is told beside the audio, and a tempo
+    question is answered with one of the tempo sentences (chosen), with the audio-token count and ids."""
+    from model.answers import topic_of
+
+    monkeypatch.setenv("MUSILINGO_CACHE_DIR", str(MODELS_DIR.parent))
+    song = write_audio(tmp_path / "song.wav", seconds=6.0, seed=2)
+    question = "Is this piece slow, medium tempo or fast?"
+    assert main(["ask", str(song), question, "--json", "--data-dir", str(tmp_path / "data")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"] == "lite" and "Tempo: about" in out["context"]
+    assert out["decoding"] == "choice" and out["topic"] == "tempo" and out["choices"] == 3
+    assert out["answer"] in topic_of(question).answers and out["audio_tokens"] >= 1 and out["token_ids"]
