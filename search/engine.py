@@ -348,7 +348,7 @@ class SearchEngine:
                 db.unregister(ALLOWED_TABLE)
             for table in (rank.KEYWORD_TABLE, rank.LIKE_TABLE):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-        return _with_details(db, rows, view.tracks if view else "tracks", with_tags=True), total, plan.terms, \
+        return _with_details(db, rows, ranking.tracks, with_tags=True), total, plan.terms, \
             bool(plan.like_words)
 
     def semantic(self, q: PreparedQuery, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
