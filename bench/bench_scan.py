@@ -1,12 +1,16 @@
 """A whole scan of a library of 3-5-minute tracks in six formats, before and after, on this machine.
 
     python bench/bench_scan.py [--tracks 24] [--baseline REV] [--profile lite] [--library DIR]
+                               [--without-analysis [--repeats 3]]
 
 For the working tree and, with --baseline, a git revision (checked out in a temporary worktree), in one
 run on one machine:
 
 - the scan as a user runs it: `python -m indexer scan LIB --json` into a fresh data dir, timed from
   outside the process (Python start and model loading included): wall seconds and x realtime;
+- with --without-analysis, the working tree's scan once more with the analysis taken out: the analyser
+  replaced by one that loads no model and returns an empty analysis at once (captions then say only
+  "A piece."), so the two walls differ by what the analysis costs a scan (its budget: +25 %);
 - what each stage costs: every track decoded, analysed, encoded and captioned one after the other in
   one process on one thread (CPU seconds per audio hour, and each stage's share), so the two revisions'
   stages compare on equal terms; the scan's own `stage_seconds` (busy seconds per stage, stages
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +72,29 @@ print(json.dumps({"audio_seconds": audio, "cpu_seconds": costs}))
 """
 
 
+# The scan with an analyser that hears nothing and costs nothing (--without-analysis).
+WITHOUT_ANALYSIS = r"""
+import sys
+import numpy as np
+import model.analysis as analysis
+from model.musicnn import load_config
+
+class NoAnalysis:
+    sample_rate = 16000
+    def __init__(self, *args, **kwargs):
+        self.version = analysis.analysis_version()
+    def analyze(self, waves):
+        labels = {name: load_config(name).labels for name in analysis.TAGGERS}
+        return [analysis.TrackAnalysis(len(w) / self.sample_rate, [0.0], labels,
+                                       {n: np.zeros((1, len(ls)), np.float32) for n, ls in labels.items()},
+                                       np.zeros(400, np.float32), 0.0, "", "", self.version) for w in waves]
+
+analysis.Analyzer = NoAnalysis
+from indexer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def library(folder: Path, n: int) -> list[Path]:
     """n tracks of 180-300 s, formats in turn, in artist/album folders; written once."""
     from tests.conftest import write_audio
@@ -80,10 +108,11 @@ def library(folder: Path, n: int) -> list[Path]:
     return files
 
 
-def run_scan(tree: Path, lib: Path, data: Path, cache: Path, profile: str) -> dict:
+def run_scan(tree: Path, lib: Path, data: Path, cache: Path, profile: str, analysis: bool = True) -> dict:
     env = os.environ | {"MUSILINGO_CACHE_DIR": str(cache), "PYTHONPATH": str(tree)}
+    command = ["-m", "indexer"] if analysis else ["-c", WITHOUT_ANALYSIS]
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "indexer", "scan", str(lib), "--json", "--profile", profile,
+    out = subprocess.run([sys.executable, *command, "scan", str(lib), "--json", "--profile", profile,
                           "--data-dir", str(data)], cwd=tree, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
     summary = json.loads(out.stdout)
@@ -117,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="lite")
     parser.add_argument("--library", type=Path, default=Path(tempfile.gettempdir()) / "bench-scan-library")
     parser.add_argument("--cache-dir", type=Path, help="model cache (default: the settings' cache dir)")
+    parser.add_argument("--without-analysis", action="store_true",
+                        help="also scan with the analysis taken out (the working tree), for its share of the wall")
+    parser.add_argument("--repeats", type=int, default=3, help="scans with and without the analysis, in turn")
     args = parser.parse_args(argv)
 
     from model.settings import load_settings
@@ -138,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, scan, stages))
             print(f"{name}: {scan['audio'] / 3600:.2f} h audio in {scan['wall']:.1f} s: "
                   f"{scan['audio'] / scan['wall']:.0f}x realtime", flush=True)
+        if args.without_analysis:  # pairs, in turn: a busy spell on a shared box then hits both alike
+            walls: dict[bool, list[float]] = {True: [rows[-1][1]["wall"]], False: []}
+            for k in range(args.repeats):
+                for analysis in (False, True)[: 1 if k == 0 else 2]:
+                    scan = run_scan(ROOT, args.library, work / f"data-{k}-{analysis}", cache, args.profile, analysis)
+                    walls[analysis].append(scan["wall"])
+            with_it, without = statistics.median(walls[True]), statistics.median(walls[False])
+            print(f"working tree, scan wall s with the analysis {walls[True]}, without {walls[False]} (in turn); "
+                  f"medians {with_it:.1f} and {without:.1f}: the analysis adds {100 * (with_it / without - 1):.0f} %",
+                  flush=True)
         print("\n| revision | audio h | scan wall s | x realtime | decode | analysis | encode | caption |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, scan, stages in rows:

@@ -3,9 +3,10 @@
     python bench/bench_tagger.py [--minutes 4] [--repeats 3] [--threads 1 2]
 
 For each thread count, in one process: the log-mel input; each tagger over every patch of the track
-one patch per forward (what the original extractor does, BATCH_SIZE = 1: the baseline), 4 per forward
-and all in one forward; tempo + key; and `Analyzer.analyze` as the indexer calls it (at most 10
-patches spread over the track).
+one patch per forward with every filter (what the original extractor does, BATCH_SIZE = 1: the
+baseline), then with its dead filters pruned (`Musicnn.prune`, as `Analyzer` loads it) 1, 4 and all
+patches per forward; tempo + key; and `Analyzer.analyze` as the indexer calls it (at most
+`model.analysis.MAX_PATCHES` patches spread over the track).
 The audio is a synthetic piece (chord, pulse, noise); the cost does not depend on what it sounds like.
 Prints a markdown table; times are the best of --repeats, in seconds per minute of audio.
 """
@@ -23,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.analysis import Analyzer  # noqa: E402
-from model.musicnn import SAMPLE_RATE, log_mel, patches  # noqa: E402
+from model.analysis import MAX_PATCHES, Analyzer  # noqa: E402
+from model.musicnn import SAMPLE_RATE, Musicnn, log_mel, patches  # noqa: E402
 from model.tempo_key import estimate_key, estimate_tempo  # noqa: E402
 from tests.conftest import MODELS_DIR, synth_wave  # noqa: E402
 
@@ -59,19 +60,22 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, float] = {}
         rows["log-mel input"] = best(lambda: log_mel(wave), args.repeats) * per_min
         for name, model in analyzer.models.items():
-            model.tag(every[:2])  # warm up
-            for size in (1, 4, len(every)):
-                rows[f"{name}, {size} patch{'es' if size > 1 else ''} per forward"] = best(
-                    lambda m=model, n=size: [m.tag(every[i:i + n]) for i in range(0, len(every), n)],
+            full = Musicnn.from_pretrained(name, MODELS_DIR)
+            runs = [("every filter", full, 1)] + [(f"{model.pruned} dead filters pruned", model, n)
+                                                  for n in (1, 4, len(every))]
+            for label, net, size in runs:
+                net.tag(every[:2])  # warm up
+                rows[f"{name}, {label}, {size} patch{'es' if size > 1 else ''} per forward"] = best(
+                    lambda m=net, n=size: [m.tag(every[i:i + n]) for i in range(0, len(every), n)],
                     args.repeats) * per_min
         rows["tempo + key"] = best(lambda: (estimate_tempo(wave, SAMPLE_RATE), estimate_key(wave, SAMPLE_RATE)),
                                    args.repeats) * per_min
-        rows["Analyzer.analyze (10 patches spread, both taggers, tempo, key)"] = best(
+        rows[f"Analyzer.analyze ({MAX_PATCHES} patches spread, both taggers, tempo, key)"] = best(
             lambda: analyzer.analyze([wave]), args.repeats) * per_min
         for stage, seconds in rows.items():
             ratio = ""
             if "per forward" in stage:
-                ratio = f"{seconds / rows[stage.split(',')[0] + ', 1 patch per forward']:.2f}"
+                ratio = f"{seconds / rows[stage.split(',')[0] + ', every filter, 1 patch per forward']:.2f}"
             print(f"| {threads} | {stage} | {seconds:.3f} | {60 / seconds:.0f} | {ratio} |", flush=True)
     return 0
 

@@ -145,7 +145,7 @@ class Analyzer:
         # "musicnn tagger".
         self.patch_batch = patch_batch or (1 if device == "cpu" else 256)
         self._threads = ThreadpoolController().select(user_api="openmp") if device == "cpu" else None
-        self.models = {name: Musicnn.from_pretrained(name, cache_dir).to(device) for name in taggers}
+        self.models = {name: Musicnn.from_pretrained(name, cache_dir).prune().to(device) for name in taggers}
         self.version = analysis_version(taggers, max_patches)
 
     @property

@@ -166,6 +166,38 @@ def test_port_equals_the_tensorflow_original(name: str, reference: dict[str, np.
     assert torch.equal(cached.tag(reference["patches"]).probabilities, out.probabilities)
 
 
+@pytest.mark.parametrize("name", TAGGERS)
+def test_pruned_tagger_gives_the_same_outputs(name: str, reference: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """Dropping the dead front-end filters changes nothing a caller sees, and drops many of them."""
+    full = Musicnn.from_pretrained(name, tmp_path)
+    pruned = Musicnn.from_pretrained(name, tmp_path).prune()
+    dropped = pruned.pruned
+    assert dropped > 200 and pruned.prune().pruned == dropped  # once is enough
+    x = np.concatenate([reference["patches"], log_mel(reference["audio"][::-1].copy())[None, :PATCH_FRAMES]])
+    a, b = full.tag(x), pruned.tag(x)
+    for field in ("probabilities", "penultimate", "mean_pool", "max_pool"):
+        np.testing.assert_allclose(getattr(b, field).numpy(), getattr(a, field).numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(b.probabilities.numpy()[:4], reference[f"{name}.probabilities"], atol=1e-4, rtol=0)
+
+
+def test_prune_drops_exactly_the_dead_filters() -> None:
+    """A random tagger with some filters zeroed: those, and only those, go; the outputs stay."""
+    torch.manual_seed(0)
+    model = Musicnn(replace(load_config("MTT_musicnn"), frontend_scale=0.25))
+    dead = {0: [1, 5, 7], 2: [0, 3]}
+    with torch.no_grad():
+        for branch, filters in dead.items():
+            model.frontend[branch].conv.weight[filters] = 1e-30
+    x = np.random.default_rng(0).standard_normal((3, PATCH_FRAMES, 96)).astype(np.float32)
+    before = model.tag(x)
+    model.prune()
+    assert model.pruned == 5
+    assert [b.conv.out_channels for b in model.frontend] == [32 - 3, 32, 8 - 2, 8, 8]
+    after = model.tag(x)
+    np.testing.assert_allclose(after.max_pool.numpy(), before.max_pool.numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(after.probabilities.numpy(), before.probabilities.numpy(), atol=1e-6, rtol=0)
+
+
 def test_input_equals_the_original_log_mel(reference: dict[str, np.ndarray]) -> None:
     assert PATCH_FRAMES == int(reference["n_frames"][0])
     ours = log_mel(reference["audio"])[:PATCH_FRAMES]
