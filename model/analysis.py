@@ -25,12 +25,12 @@ from threadpoolctl import ThreadpoolController
 from model.describe import HEAD_TAGGER, Description, describe
 from model.instrument_head import WEIGHTS as HEAD_WEIGHTS
 from model.instrument_head import InstrumentHead
-from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, log_mel, patch_starts, patches
+from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, patch_spectrograms
 from model.tempo_key import TEMPO_KEY_VERSION, estimate_key, estimate_tempo
 
 TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 MAX_PATCHES = 6  # per tagger and track, spread over it: what fewer cost in accuracy is in docs/benchmarks.md, "Scan throughput"
-ANALYSIS_REVISION = 1  # bump when this module changes what it computes
+ANALYSIS_REVISION = 2  # bump when this module changes what it computes or a catalog stores of it (2: the head's families as auto-tags)
 
 
 def analysis_version(taggers: tuple[str, ...] = TAGGERS, max_patches: int = MAX_PATCHES) -> str:
@@ -154,9 +154,9 @@ class Analyzer:
 
     def analyze(self, waves: list[np.ndarray]) -> list[TrackAnalysis]:
         """Analyse 16 kHz mono tracks; the patches of all of them go through each tagger in one batch."""
-        spectra = [log_mel(w) for w in waves]
-        starts = [patch_starts(len(s), self.max_patches) for s in spectra]
-        batch = np.concatenate([patches(s, self.max_patches) for s in spectra])
+        cut = [patch_spectrograms(w, self.max_patches) for w in waves]
+        starts = [first for first, _ in cut]
+        batch = np.concatenate([spectrograms for _, spectrograms in cut])
         bounds = np.cumsum([0] + [len(st) for st in starts])
         outputs = {}
         with torch.inference_mode(), (self._threads.limit(limits=1) if self._threads else nullcontext()):

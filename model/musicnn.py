@@ -120,15 +120,36 @@ def log_mel(wave: np.ndarray) -> np.ndarray:
     float32, which equals the original wherever the original is finite.
     Audio shorter than one 3-s patch is repeated to fill it (the "repeat-pad" musicnn was trained with).
     """
+    x = _samples(wave)
+    spec = torch.stft(x, N_FFT, HOP, window=_WINDOW, center=True, pad_mode="reflect", return_complex=True)
+    return _log_mel_power(spec).T.contiguous().numpy()
+
+
+def patch_spectrograms(wave: np.ndarray, max_patches: int = 10) -> tuple[list[int], np.ndarray]:
+    """(`patch_starts`, `patches(log_mel(wave), max_patches)`), computing only the frames the patches hold
+    (a 4-min track's 6 patches are a 13th of its frames): each patch's samples cut from the reflection-
+    padded audio and transformed uncentred, the same frames as the centred STFT of the whole."""
+    x = _samples(wave)
+    starts = patch_starts(1 + x.numel() // HOP, max_patches)
+    padded = F.pad(x.view(1, 1, -1), (N_FFT // 2, N_FFT // 2), mode="reflect").view(-1)
+    span = (PATCH_FRAMES - 1) * HOP + N_FFT
+    segments = torch.stack([padded[s * HOP:s * HOP + span] for s in starts])
+    spec = torch.stft(segments, N_FFT, HOP, window=_WINDOW, center=False, return_complex=True)
+    return starts, _log_mel_power(spec).transpose(1, 2).contiguous().numpy()
+
+
+def _samples(wave: np.ndarray) -> torch.Tensor:
+    """The audio as float32, audio shorter than a patch repeated to fill it."""
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     if x.numel() == 0:
         raise ValueError("no audio samples")
     need = (PATCH_FRAMES - 1) * HOP
-    if x.numel() < need:
-        x = x.repeat(-(-need // x.numel()))[:need]
-    spec = torch.stft(x, N_FFT, HOP, window=_WINDOW, center=True, pad_mode="reflect", return_complex=True)
-    power = spec.real.square() + spec.imag.square()
-    return torch.log10(10000.0 * (_MEL @ power) + 1.0).T.contiguous().numpy()
+    return x.repeat(-(-need // x.numel()))[:need] if x.numel() < need else x
+
+
+def _log_mel_power(spec: torch.Tensor) -> torch.Tensor:
+    """(..., 96, frames) log10(10000 * mel power + 1) of a complex STFT (..., bins, frames)."""
+    return torch.log10(10000.0 * (_MEL @ (spec.real.square() + spec.imag.square())) + 1.0)
 
 
 def patch_starts(n_frames: int, max_patches: int = 10) -> list[int]:

@@ -19,6 +19,7 @@ from model.musicnn import (
     load_config,
     log_mel,
     mel_filterbank,
+    patch_spectrograms,
     patch_starts,
     patches,
     tagger_names,
@@ -225,6 +226,16 @@ def test_loud_audio_stays_finite_and_short_audio_is_repeated() -> None:
     np.testing.assert_allclose(short[40:60], short[40 + 16:60 + 16], atol=1e-3)
     with pytest.raises(ValueError, match="no audio"):
         log_mel(np.zeros(0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("seconds", [0.01, 2.9, 3.0, 20.0, 61.3, 240.0])
+def test_patch_spectrograms_are_the_whole_spectrograms_patches(seconds: float) -> None:
+    """Only the patches' frames are computed, and they are exactly those of the whole track's log-mel."""
+    wave = (0.3 * np.random.default_rng(1).standard_normal(int(seconds * 16000))).astype(np.float32)
+    whole = log_mel(wave)
+    starts, cut = patch_spectrograms(wave, 6)
+    assert starts == patch_starts(len(whole), 6)
+    np.testing.assert_array_equal(cut, patches(whole, 6))
 
 
 def test_patch_starts_follow_the_original_then_spread() -> None:
