@@ -274,10 +274,10 @@ def _write_analysis(conn: Connection, track_id: int, analysis: TrackAnalysis) ->
         bpm=record["bpm"] or None, tonic=record["tonic"], mode=record["mode"], vocals=said.vocals,
         auto_genre=said.genre, analysis_version=analysis.version))
     conn.execute(delete(auto_tags).where(auto_tags.c.track_id == track_id))
-    # the taggers' tags only: the instrument head's families are re-derived from the stored embedding and
-    # reach captions, and so search, when the head is sure (model/describe.py)
+    # the taggers' tags and the instrument head's families (tagger "instrument_head"): a family word then
+    # ranks tracks by how sure the head is, not only those whose caption names it (head at 0.6 or more)
     rows = [{"track_id": track_id, "tagger": tagger, "tag": tag, "probability": p}
-            for tagger in analysis.probabilities for tag, p in analysis.tags(tagger).items() if p >= AUTO_TAG_MIN]
+            for tagger, probs in analysis.all_tags().items() for tag, p in probs.items() if p >= AUTO_TAG_MIN]
     if rows:
         conn.execute(insert(auto_tags), rows)
     conn.execute(delete(analyses).where(analyses.c.track_id == track_id))

@@ -15,7 +15,10 @@ from indexer.indexing import Models
 from indexer.pipeline import scan, stored_analyses
 from indexer.writer import AUTO_TAG_MIN
 from model.analysis import TrackAnalysis, analysis_version
+from model.describe import HEAD_TAGGER
+from model.instrument_head import FAMILIES
 from model.musilingo import MusiLingo
+from search import SearchEngine
 
 
 def _rows(settings, query: str) -> list:
@@ -43,7 +46,8 @@ def counted(monkeypatch, indexer_models):
     return seen
 
 
-def test_scan_stores_the_analysis_and_writes_lite_captions_from_it(audio_library, indexer_settings, indexer_models):
+def test_scan_stores_the_analysis_and_writes_lite_captions_from_it(audio_library, indexer_settings, indexer_models,
+                                                                  text_embedder):
     lib = audio_library
     for i, name in enumerate(("01 A.flac", "02 B.mp3", "03 C.ogg")):
         lib(f"Artist/Album/{name}", seconds=7.0, seed=i)
@@ -67,9 +71,17 @@ def test_scan_stores_the_analysis_and_writes_lite_captions_from_it(audio_library
         assert caption == stored.describe().caption() and f"in {tonic} {mode}" in caption
         tags = _rows(indexer_settings, f"SELECT tagger, tag, probability FROM auto_tags WHERE track_id = {tid}")
         assert tags and all(p >= AUTO_TAG_MIN for _, _, p in tags)
-        expected = {(t, tag) for t in stored.probabilities for tag, p in stored.tags(t).items()
-                    if p >= AUTO_TAG_MIN + 1e-3}  # the taggers' tags (the instrument head's are derived)
+        expected = {(t, tag) for t, probs in stored.all_tags().items() for tag, p in probs.items()
+                    if p >= AUTO_TAG_MIN + 1e-3}  # the taggers' tags and the instrument head's families
         assert expected <= {(t, tag) for t, tag, _ in tags}
+        families = {tag: p for t, tag, p in tags if t == HEAD_TAGGER}
+        assert set(families) <= set(FAMILIES) and max(families.values()) >= 1 / len(FAMILIES)
+    # a family word finds a track by the head's auto-tag, and says so with its probability
+    tid, family, p = _rows(indexer_settings, f"SELECT track_id, tag, probability FROM auto_tags WHERE tagger = "
+                                             f"'{HEAD_TAGGER}' ORDER BY probability DESC LIMIT 1")[0]
+    hit = next(h for h in SearchEngine(indexer_settings, text_embedder=text_embedder).search(family).hits
+               if h.track_id == tid)
+    assert f'auto-tag "{family}" ({HEAD_TAGGER} {p:.2f})' in hit.reasons, hit.reasons
 
 
 def test_a_stale_analysis_is_redone_without_encoding_again(audio_library, indexer_settings, indexer_models, counted):
