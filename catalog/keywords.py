@@ -23,9 +23,9 @@ shared by many tracks is a bitmap over track ids in `kw_genres` instead of name 
 says why; `kw_genres` lists every genre). `kw_tracks` holds what filters and result lists need, and a hash
 of each track's catalog row (`row_hash_sql`), by which a search finds the tracks changed since.
 
-Auto-tags (the musicnn taggers' `auto_tags` rows) are searched by their words and by the plain words
-model/describe.py says for them ("hip-hop" for "Hip-Hop", "mellow" for "chillout"; `tag_text`), each with
-its probability: they join the postings as weights of their own (AUTO_TAG_WEIGHT), outside the BM25
+Auto-tags (`auto_tags` rows: the musicnn taggers' tags and the instrument head's families) are searched by
+their words and by the plain words model/describe.py says for them ("hip-hop" for "Hip-Hop", "mellow" for
+"chillout"; `tag_text`), each with its probability: they join the postings as weights of their own (AUTO_TAG_WEIGHT), outside the BM25
 documents, so a track's many tags do not lengthen its document and weaken its caption's words. The
 snapshot keeps the rows (`kw_auto`) to say which tag a hit matched.
 

@@ -120,9 +120,9 @@ captions = Table(
 auto_tags = Table(  # the tags the taggers hear with some confidence: one row each, for search and display
     "auto_tags", metadata,
     Column("track_id", Integer, primary_key=True, autoincrement=False),
-    Column("tagger", String(32), primary_key=True),  # MTT_musicnn | MSD_musicnn
+    Column("tagger", String(32), primary_key=True),  # MTT_musicnn | MSD_musicnn | instrument_head (families)
     Column("tag", String(64), primary_key=True),  # spelled as the tagger does
-    Column("probability", Double, nullable=False),  # the mean over the track's patches
+    Column("probability", Double, nullable=False),  # the mean over the track's patches (the head: of the mean embedding)
 )
 
 analyses = Table(  # the rest of a track's analysis: the tags over time and the embedding

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from catalog.store import Catalog, analyses, auto_tags, tracks
 from model.analysis import TrackAnalysis
+from model.describe import HEAD_TAGGER
 
 Tags = dict[str, dict[str, float]]  # tagger -> {tag: probability}, as model.describe takes them
 
@@ -41,8 +42,10 @@ class AnalysisSummary:
         return f"{self.tonic} {self.mode}" if self.tonic and self.mode else None
 
     def top_tags(self, n: int) -> list[tuple[str, str, float]]:
-        """The `n` most probable (tagger, tag, probability) over both taggers."""
-        every = [(tagger, tag, p) for tagger, probs in self.tags.items() for tag, p in probs.items()]
+        """The `n` most probable (tagger, tag, probability) over both musicnn taggers: the tags heard over
+        time; the instrument head's families reach the page as words of the description."""
+        every = [(tagger, tag, p) for tagger, probs in self.tags.items() if tagger != HEAD_TAGGER
+                 for tag, p in probs.items()]
         return sorted(every, key=lambda row: -row[2])[:n]
 
 
