@@ -30,7 +30,7 @@ from model.tempo_key import TEMPO_KEY_VERSION, estimate_key, estimate_tempo
 
 TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 MAX_PATCHES = 6  # per tagger and track, spread over it: what fewer cost in accuracy is in docs/benchmarks.md, "Scan throughput"
-ANALYSIS_REVISION = 2  # bump when this module changes what it computes or a catalog stores of it (2: the head's families as auto-tags)
+ANALYSIS_REVISION = 2  # bump when this module changes what it computes or what a catalog stores of it
 
 
 def analysis_version(taggers: tuple[str, ...] = TAGGERS, max_patches: int = MAX_PATCHES) -> str:

@@ -15,11 +15,10 @@ The network, per 3-s patch of a 96-band log-mel spectrogram (187 frames at 16 kH
              a dense ReLU layer + batch norm (the "penultimate" embedding), and the sigmoid tag layer.
 Batch norms run in inference mode with TF's epsilon 1e-3.
 
-Dead filters: training left many front-end filters with weights of about 1e-30 (497 of MSD_musicnn's 561,
-181 of the 204 first timbral ones among them; 230 of MTT_musicnn's); each gives its batch-normed bias
-whatever it hears. `prune()` computes only the live filters and fills the dead channels with that
-constant: the same outputs within float32 rounding (tests/test_musicnn.py), both taggers in 0.4 of the
-time (docs/benchmarks.md, "musicnn tagger").
+Dead filters: training left many front-end filters with weights of about 1e-30, most of MSD_musicnn's; each
+gives its batch-normed bias whatever it hears. `prune()` computes only the live filters and fills the dead
+channels with that constant: the same outputs within float32 rounding (tests/test_musicnn.py), for far less
+computing (how many filters and how much time: docs/benchmarks.md, "musicnn tagger").
 """
 
 from __future__ import annotations
@@ -127,8 +126,8 @@ def log_mel(wave: np.ndarray) -> np.ndarray:
 
 def patch_spectrograms(wave: np.ndarray, max_patches: int = 10) -> tuple[list[int], np.ndarray]:
     """(`patch_starts`, `patches(log_mel(wave), max_patches)`), computing only the frames the patches hold
-    (a 4-min track's 6 patches are a 13th of its frames): each patch's samples cut from the reflection-
-    padded audio and transformed uncentred, the same frames as the centred STFT of the whole."""
+    (on a long track, a small share of its frames): each patch's samples cut from the reflection-padded
+    audio and transformed uncentred, the same frames as the centred STFT of the whole."""
     x = _samples(wave)
     starts = patch_starts(1 + x.numel() // HOP, max_patches)
     padded = F.pad(x.view(1, 1, -1), (N_FFT // 2, N_FFT // 2), mode="reflect").view(-1)
