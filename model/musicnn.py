@@ -203,11 +203,13 @@ class _Branch(nn.Module):
     def prune(self) -> int:
         """Keep only the live filters (see DEAD_FILTER); the dead ones' constant output is computed once
         from the full parameters. Returns how many were dropped."""
+        if self.live is not None:
+            return 0
         conv, bn = self.conv, self.bn
         scale = bn.weight / (bn.running_var + bn.eps).sqrt()
         effect = conv.weight.flatten(1).abs().sum(dim=1) * scale.abs()
         live = torch.nonzero(effect >= DEAD_FILTER).flatten()
-        if self.live is not None or len(live) == len(effect):
+        if len(live) == len(effect):
             return 0
         self.constant = (F.relu(conv.bias) - bn.running_mean) * scale + bn.bias
         self.conv = nn.Conv2d(1, len(live), conv.kernel_size).to(conv.weight.device)
