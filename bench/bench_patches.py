@@ -21,30 +21,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.analysis import Analyzer, instrument_head  # noqa: E402
+from model.analysis import Analyzer, TrackAnalysis  # noqa: E402
 from model.audio import decode_audio  # noqa: E402
-from model.describe import HEAD_TAGGER, describe  # noqa: E402
 from model.musicnn import PATCH_FRAMES, SAMPLE_RATE, log_mel, patch_starts  # noqa: E402
 from model.settings import load_settings  # noqa: E402
 
 
 def heard(analyzer: Analyzer, mel: np.ndarray, starts: list[int]) -> tuple[np.ndarray, set]:
-    """Both taggers' tags averaged over the patches at `starts`, and the words a description says of them."""
+    """Both taggers' tags averaged over the patches at `starts`, and the words the track's description
+    (`TrackAnalysis.describe`, the instrument head included) says of them."""
     batch = torch.from_numpy(np.stack([mel[s:s + PATCH_FRAMES] for s in starts]))
-    tags, embeds = {}, []
+    probabilities, embeds = {}, []
     with torch.inference_mode():
         for name, model in analyzer.models.items():
             outs = [model(batch[i:i + 1]) for i in range(len(batch))]
-            mean = torch.cat([o.probabilities for o in outs]).mean(0).numpy()
-            tags[name] = dict(zip(model.labels, map(float, mean), strict=True))
+            probabilities[name] = torch.cat([o.probabilities for o in outs]).numpy()
             embeds.append(torch.cat([o.penultimate for o in outs]).mean(0).numpy())
-    head = instrument_head()
-    if head is not None:
-        tags[HEAD_TAGGER] = head.probabilities(np.concatenate(embeds))
-    said = describe(tags)
+    analysis = TrackAnalysis(0.0, [], {n: m.labels for n, m in analyzer.models.items()}, probabilities,
+                             np.concatenate(embeds), 0.0, "", "", analyzer.version)
+    said = analysis.describe()
     words = {w for w, _ in said.instruments + said.genres + said.moods} | {said.vocals}
-    probs = np.concatenate([list(tags[name].values()) for name in analyzer.models])
-    return probs, words
+    return np.concatenate([list(analysis.tags(name).values()) for name in analyzer.models]), words
 
 
 def main(argv: list[str] | None = None) -> int:
