@@ -1,22 +1,25 @@
-"""Tempo (BPM) and key (tonic + mode) of a track by plain signal processing, with numpy alone.
+"""Tempo (BPM) and key (tonic + mode) of a track by plain signal processing (numpy, and soxr to resample).
 
 Tempo: an onset-strength envelope (log-magnitude spectral flux in 16 log-spaced bands from 80 Hz to
-7 kHz; 32 ms frames, 10 ms hop), its autocorrelation, and for each candidate tempo from 40 to 240 BPM
+7 kHz; 32 ms frames, 10 ms hop), its autocorrelation (of the whole track up to a minute long, else summed
+over three 20-s windows centred in its thirds), and for each candidate tempo from 40 to 240 BPM
 a comb: the autocorrelation at 1, 2, 3 and 4 beat periods (weights 1, 1/2, 1/3, 1/4, so a period whose
 multiples also recur wins over a stray peak) and at half a period (weight 1/2: a beat is subdivided,
 which a period of 1.5 beats is not), times a log-normal prior around 120 BPM one octave wide. The
 winning period is refined below a frame by parabolic interpolation of the autocorrelation peaks at its
 multiples.
 
-Key: a chroma from a 512 ms STFT (half overlap): square-rooted magnitudes summed over time, whitened
+Key: a chroma of the whole track from a 512 ms STFT of it resampled to 4 kHz (half overlap; a pitch
+above F#6 is not counted anyway): square-rooted magnitudes summed over time, whitened
 (only what stands above a local mean about 18 Hz wide counts, so spectral peaks do and drums, noise and
 window skirts do not), then each bin from A1 to F#6 is credited to its nearest equal-tempered pitch with
 a triangular weight. The chroma's Pearson correlation with the 24 rotations of Temperley's major and
 minor key profiles names tonic and mode. Root compression, the whitening, the pitch range and the
 profiles were chosen by measurement on labelled synthetic sets (bench/bench_tempo_key.py).
 
-Cost: a small fraction of the taggers' for both (docs/benchmarks.md, "Tempo and key estimation" and
-"musicnn tagger"); memory is bounded by working in blocks of frames.
+Cost: a small fraction of the taggers' for both, whatever a track's length (docs/benchmarks.md, "Tempo and
+key estimation", which also measures what the windows and the 4 kHz chroma change on long real tracks);
+memory is bounded by working in blocks of frames.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import soxr
 
-TEMPO_KEY_VERSION = "tk2"
+TEMPO_KEY_VERSION = "tk3"
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 BLOCK_SAMPLES = 1 << 21  # STFT frames are transformed this many samples (8 MB) at a time
 
@@ -39,9 +43,11 @@ PRIOR_BPM, PRIOR_OCTAVES = 120.0, 1.0
 # (multiple of the beat period, weight) of the autocorrelation terms scored for a candidate tempo. The
 # half period asks for a subdivision: it keeps a period of 1.5 beats (3:2) from beating the true one.
 COMB = ((0.5, 0.5), (1.0, 1.0), (2.0, 1 / 2), (3.0, 1 / 3), (4.0, 1 / 4))
+TEMPO_WINDOWS, TEMPO_WINDOW_S = 3, 20.0  # a longer track's tempo is heard in this many windows of it
 
 # Chroma and key.
 KEY_FRAME_S = 0.512
+KEY_RATE = 4000  # Hz: the chroma's signal, enough for its highest pitch (F#6) at a quarter of 16 kHz's cost
 WHITEN_HZ = 17.6
 KEY_LOWEST, KEY_HIGHEST = 33, 90  # MIDI pitches: A1 (55 Hz) to F#6 (1.48 kHz); above, mostly harmonics
 # Temperley's (2007) major and minor key profiles, tonic first. On the synthetic sets they name the key
@@ -50,12 +56,19 @@ MAJOR_PROFILE = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715
 MINOR_PROFILE = np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])
 
 
-def estimate_tempo(wave: np.ndarray, sample_rate: int) -> float:
-    """Beats per minute of mono audio in [-1, 1]; 0.0 when there are no onsets to measure (silence)."""
-    envelope, fps = onset_envelope(wave, sample_rate)
-    acf = _autocorrelation(envelope)
+def estimate_tempo(wave: np.ndarray, sample_rate: int, windows: int | None = TEMPO_WINDOWS) -> float:
+    """Beats per minute of mono audio in [-1, 1]; 0.0 when there are no onsets to measure (silence).
+
+    `windows=None` hears every frame of a long track (the benchmark's reference)."""
+    acf, fps = None, 0.0
+    for window in tempo_windows(wave, sample_rate, windows):
+        envelope, fps = onset_envelope(window, sample_rate)
+        part = _autocorrelation(envelope)
+        if part is not None:
+            acf = part if acf is None else acf + part
     if acf is None:
         return 0.0
+    acf = acf / acf[0]
     bpms = np.geomspace(MIN_BPM, MAX_BPM, int(np.log(MAX_BPM / MIN_BPM) / np.log(1.005)) + 1)  # 0.5 % apart
     lags = 60.0 * fps / bpms
     keep = lags < acf.size - 2
@@ -71,10 +84,21 @@ def estimate_tempo(wave: np.ndarray, sample_rate: int) -> float:
     return float(60.0 * fps / _refine_period(acf, lags[best]))
 
 
-def estimate_key(wave: np.ndarray, sample_rate: int) -> tuple[str, str]:
+def estimate_key(wave: np.ndarray, sample_rate: int, key_rate: int = KEY_RATE) -> tuple[str, str]:
     """(tonic, mode) such as ("F#", "minor"); ("C", "major") when there is no pitched content at all."""
-    best = int(np.argmax(key_scores(chromagram(wave, sample_rate))))
+    best = int(np.argmax(key_scores(chromagram(wave, sample_rate, key_rate))))
     return PITCH_CLASSES[best % 12], ("major", "minor")[best // 12]
+
+
+def tempo_windows(wave: np.ndarray, sample_rate: int, count: int | None = TEMPO_WINDOWS) -> list[np.ndarray]:
+    """The signal whole when it is up to `count` * TEMPO_WINDOW_S long (or `count` is None), else `count`
+    windows of it, each centred in an equal part (an intro or outro alone does not set a track's tempo)."""
+    x = np.asarray(wave, dtype=np.float32).reshape(-1)
+    size = int(round(TEMPO_WINDOW_S * sample_rate))
+    if count is None or x.size <= count * size:
+        return [x]
+    centres = (np.arange(count) + 0.5) * x.size / count
+    return [x[start:start + size] for start in (centres - size / 2).astype(int)]
 
 
 def onset_envelope(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -91,10 +115,13 @@ def onset_envelope(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, floa
     return flux.astype(np.float32), sample_rate / hop
 
 
-def chromagram(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """12 pitch-class weights (C first) for the whole signal, summing to 1 (all zeros for silence)."""
-    n_fft = 1 << int(round(np.log2(KEY_FRAME_S * sample_rate)))
+def chromagram(wave: np.ndarray, sample_rate: int, key_rate: int = KEY_RATE) -> np.ndarray:
+    """12 pitch-class weights (C first) for the whole signal, summing to 1 (all zeros for silence); from the
+    signal resampled to `key_rate` when it is faster."""
     x = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if sample_rate > key_rate:
+        x, sample_rate = soxr.resample(x, sample_rate, key_rate).astype(np.float32, copy=False), key_rate
+    n_fft = 1 << int(round(np.log2(KEY_FRAME_S * sample_rate)))
     if x.size < n_fft:  # a clip shorter than one frame is still one frame
         x = np.pad(x, (0, n_fft - x.size))
     spec = sum(np.sqrt(mag).sum(axis=0) for mag in _magnitudes(x, n_fft, n_fft // 2))
@@ -142,7 +169,7 @@ def _band_matrix(n_fft: int, sample_rate: int) -> np.ndarray:
 
 
 def _autocorrelation(envelope: np.ndarray) -> np.ndarray | None:
-    """Autocorrelation of the mean-removed envelope, 1 at lag 0; None when the envelope is flat."""
+    """Autocorrelation of the mean-removed envelope (unnormalised, so windows' add up); None when flat."""
     if envelope.size < 4:
         return None
     e = envelope.astype(np.float64) - envelope.mean()
@@ -150,8 +177,7 @@ def _autocorrelation(envelope: np.ndarray) -> np.ndarray | None:
         return None
     n = 1 << int(np.ceil(np.log2(2 * e.size)))
     spec = np.fft.rfft(e, n)
-    acf = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, n)[: e.size]
-    return acf / acf[0]
+    return np.fft.irfft(spec.real ** 2 + spec.imag ** 2, n)[: e.size]
 
 
 def _refine_period(acf: np.ndarray, lag: float) -> float:

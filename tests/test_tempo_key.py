@@ -8,7 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from model.tempo_key import PITCH_CLASSES, TEMPO_KEY_VERSION, estimate_key, estimate_tempo
+from model.tempo_key import (
+    PITCH_CLASSES,
+    TEMPO_KEY_VERSION,
+    TEMPO_WINDOW_S,
+    TEMPO_WINDOWS,
+    estimate_key,
+    estimate_tempo,
+    tempo_windows,
+)
 from training.heldout import Clip, compose_midi, unavailable_reason
 
 SR = 16000
@@ -82,6 +90,24 @@ def test_tempo_at_another_sample_rate():
 @pytest.mark.parametrize("tonic", ["C", "D#", "E", "F#", "A", "A#"])
 def test_key_of_chord_progressions(tonic, mode):
     assert estimate_key(progression(tonic, mode), SR) == (tonic, mode)
+
+
+def test_a_long_track_is_timed_in_windows_centred_in_its_parts():
+    """Past TEMPO_WINDOWS windows' length, only windows centred in equal parts are heard: a long silent
+    intro and outro around a drum loop neither cost the tempo nor enter a window."""
+    size = int(TEMPO_WINDOW_S * SR)
+    short = np.ones(TEMPO_WINDOWS * size, np.float32)
+    assert len(tempo_windows(short, SR)) == 1 and tempo_windows(short, SR)[0].size == short.size
+    loop = drum_loop(113.0, seconds=3 * TEMPO_WINDOWS * TEMPO_WINDOW_S)
+    quiet = np.zeros(loop.size, np.float32)
+    track = np.concatenate([quiet, loop, quiet])  # the loop fills the middle third exactly
+    windows = tempo_windows(track, SR)
+    assert len(windows) == TEMPO_WINDOWS and all(w.size == size for w in windows)
+    middle = windows[TEMPO_WINDOWS // 2]
+    assert np.array_equal(middle, track[(track.size - size) // 2:(track.size - size) // 2 + size])
+    assert abs(estimate_tempo(track, SR) - 113.0) <= 0.01 * 113.0
+    assert estimate_key(np.concatenate([quiet, np.resize(progression("E", "minor"), loop.size), quiet]), SR) \
+        == ("E", "minor")  # the key is heard from the whole track
 
 
 def test_silence_and_very_short_input():
