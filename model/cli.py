@@ -138,7 +138,6 @@ def quiet_libraries() -> None:
     warnings and log lines. Environment variables, read when those libraries are first imported, so that
     commands that never load transformers do not pay for importing it; an explicit -W or PYTHONWARNINGS,
     or a variable already set, still wins."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if not sys.warnoptions:
@@ -147,6 +146,16 @@ def quiet_libraries() -> None:
         from transformers.utils import logging
 
         logging.set_verbosity_error()
+    quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """No download or weight-loading progress bars, warnings left as they are: for a server's log (the UI
+    loads its chat model in the process that also runs its tests) as much as a command's output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before the variable was set
+        from transformers.utils import logging
+
         logging.disable_progress_bar()
 
 

@@ -453,3 +453,18 @@ def test_sound_filter_choices_come_from_the_catalog(analysed_app: AppTest, analy
     assert "instrumental" in sidebar.selectbox(key="f_vocals").options
     bpm = sidebar.slider(key="f_bpm")
     assert bpm.min <= min(r.bpm for r in rows) < max(r.bpm for r in rows) <= bpm.max
+
+
+def test_the_chat_model_loads_without_progress_bars_in_the_server_log(tmp_path: Path, capfd) -> None:
+    """The server's log is for the server: loading the chat model prints no weight-loading bars there."""
+    from transformers.utils import logging
+
+    from model.config import load_profile
+    from model.musilingo import MusiLingo
+    from ui.views.common import _load_chat_model
+
+    logging.enable_progress_bar()  # as in a fresh server process
+    _load_chat_model.clear()
+    model = _load_chat_model("progress-bars", load_profile("lite"), load_settings(data_dir=tmp_path, device="cpu"))
+    assert isinstance(model, MusiLingo)
+    assert "Loading weights" not in capfd.readouterr().err

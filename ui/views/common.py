@@ -78,7 +78,10 @@ def _open_engine(key: str, _settings: Settings) -> SearchEngine:
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=2)
 def _load_chat_model(key: str, _profile: Profile, _settings: Settings) -> MusiLingo:
     """The chat model works from stored audio tokens, so the encoder is never loaded here."""
+    from model.cli import quiet_progress_bars
     from model.musilingo import MusiLingo
+
+    quiet_progress_bars()
 
     return MusiLingo.from_profile(_profile, device=_settings.resolved_device(), cache_dir=_settings.models_dir,
                                   with_encoder=False)
