@@ -14,13 +14,16 @@ versions; otherwise the clips are scanned again into a fresh OUT/data. Then:
   clips it ranks the whole catalog), and at random (the expected share, exact: the seed's value among
   the other clips);
 - chat: each clip's stored audio tokens are asked three questions (tempo, mode, lead instrument; the
-  instrument only where the family has a class) in three ways (ARMS): as `python -m model ask` answers
-  them today (the analysis told beside the audio, `ground_chat`, written from the stored analysis as `ask`
-  writes it from the file's; the answer chosen among the topic's sentences, `answer_choices`,
-  model/answers.py), generated greedily instead (before the choices), and chosen from the audio tokens
-  alone (what the adapter conveys). An answer is right when it names the right value and no other (bench_analysis's words and `named`, with two words
-  answers use and captions do not: "medium", which the tempo question offers, and "synthesizer").
-  `--json` keeps every answer with its audio token count and generated token ids.
+  instrument only where the family has a class), the answer chosen among the topic's sentences
+  (`answer_choices`, model/answers.py), in four ways (ARMS): as `python -m model ask` answers them today
+  (the stored analysis, as `ask` hears it in the file, told beside the audio, `ground_chat`, its belief
+  weighed into the choice twice, `BELIEF_WEIGHT`, and each sentence's likelihood after the question alone
+  taken out), the same with the belief weighed once, with the analysis told but its belief and the
+  calibration left out (before), and from the audio tokens alone (what the adapter conveys); beside them,
+  the value the analysis believes likeliest, without the model. An answer is right when it names the right value and no other
+  (bench_analysis's words and `named`, with two words answers use and captions do not: "medium", which the
+  tempo question offers, and "synthesizer"). `--json` keeps every answer with its audio token count and
+  token ids.
 Not a test.
 """
 
@@ -46,7 +49,7 @@ from catalog.store import Catalog, tracks  # noqa: E402
 from indexer.indexing import Models  # noqa: E402
 from indexer.pipeline import scan, stored_analyses  # noqa: E402
 from model.analysis import analysis_version  # noqa: E402
-from model.answers import topic_of  # noqa: E402
+from model.answers import BELIEF_WEIGHT, topic_of  # noqa: E402
 from model.config import Profile, load_profile  # noqa: E402
 from model.settings import Settings, load_settings  # noqa: E402
 from search import SearchEngine  # noqa: E402
@@ -116,11 +119,14 @@ def more_like_this(engine: SearchEngine, by_id: dict[int, str], labels: dict[str
     return {"seeds": seeds, "share_of_top_10": shares, "top_10": results}
 
 
-ARMS = {  # how each answer is made: (the analysis told beside the audio, the answer chosen among sentences)
-    "chosen, with the analysis (today)": (True, True),
-    "generated, with the analysis (before)": (True, False),
-    "chosen, audio tokens alone": (False, True),
+ARMS = {  # how each answer is chosen among the topic's sentences: (the analysis told, the weight of its belief,
+    # the LLM's leaning after the question alone taken out): `MusiLingo.choose`'s `belief_weight`, `calibrated`
+    "told, belief x2, calibrated (today)": (True, BELIEF_WEIGHT, True),
+    "told, belief x1, calibrated": (True, 1.0, True),
+    "told only (before)": (True, 0.0, False),
+    "audio tokens alone": (False, 0.0, False),
 }
+ANALYSIS = "the analysis alone (its likeliest value, no model)"
 
 
 def chat(engine: SearchEngine, models: Models, settings: Settings, by_id: dict[int, str],
@@ -128,32 +134,33 @@ def chat(engine: SearchEngine, models: Models, settings: Settings, by_id: dict[i
     """Every clip asked the three questions in each of the ARMS; rates and answers."""
     musilingo = models.musilingo
     with Catalog(settings.catalog_path).read() as conn:
-        heard = stored_analyses(conn, list(by_id))
-    answers, right = [], {q: {arm: [] for arm in ARMS} for q in QUESTIONS}
+        stored = stored_analyses(conn, list(by_id))
+    answers, right = [], {q: {arm: [] for arm in (*ARMS, ANALYSIS)} for q in QUESTIONS}
     t0, asked = time.perf_counter(), 0
     for tid, file in sorted(by_id.items(), key=lambda kv: kv[1]):
         audio = engine.track_tokens(tid)
-        analysis = heard.get(tid)
-        context = analysis.describe().context(analysis.all_tags()) if analysis else None
-        clip = {"file": file, "labels": {a: value(labels[file], a) for a in ATTRIBUTES}, "context": context,
-                "answers": {}}
+        heard = stored[tid].heard() if tid in stored else None
+        clip = {"file": file, "labels": {a: value(labels[file], a) for a in ATTRIBUTES},
+                "context": heard.text() if heard else None, "answers": {}}
         for key, (question, attribute, words) in QUESTIONS.items():
             truth = value(labels[file], attribute)
             if truth is None:
                 continue
             clip["answers"][key] = {}
-            for arm, (told, chosen) in ARMS.items():
-                said_context = context if told else None
-                if chosen:
-                    gen = musilingo.choose(audio, question, topic_of(question), context=said_context)
-                else:
-                    gen = musilingo.generate([audio], [question], greedy=True, contexts=[said_context])[0]
+            topic = topic_of(question)
+            for arm, (told, weight, calibrated) in ARMS.items():
+                gen = musilingo.choose(audio, question, topic, context=heard if told else None,
+                                       calibrated=calibrated, belief_weight=weight)
                 asked += 1
                 said = named(gen.text, words)
                 ok = said == {truth}
                 right[key][arm].append(ok)
                 clip["answers"][key][arm] = {"answer": gen.text, "named": sorted(said), "right": ok,
-                                             "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids}
+                                             "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids,
+                                             **gen.extra}
+            belief = heard.belief(topic) if heard else None
+            right[key][ANALYSIS].append(belief is not None and
+                                        named(topic.answers[int(np.argmax(belief))], words) == {truth})
         answers.append(clip)
     seconds = time.perf_counter() - t0
     rates = {q: {arm: round(float(np.mean(v)), 3) if v else None for arm, v in arms.items()}
@@ -207,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
           f"| tempo class ({seeds['tempo_class']}) | mode ({seeds['mode']}) |\n|---|---:|---:|---:|")
     for name, share in like["share_of_top_10"].items():
         print(f"| {name} | {share['family']} | {share['tempo_class']} | {share['mode']} |")
+    arms = (*ARMS, ANALYSIS)
     print("\n| chat question (strict: right when it names the right value and no other) | clips | "
-          + " | ".join(ARMS) + " |\n|---|---:|" + "---:|" * len(ARMS))
+          + " | ".join(arms) + " |\n|---|---:|" + "---:|" * len(arms))
     for key, rate in answered["right"].items():
-        print(f"| {answered['questions'][key]} | {rate['clips']} | " + " | ".join(str(rate[a]) for a in ARMS) + " |")
+        print(f"| {answered['questions'][key]} | {rate['clips']} | " + " | ".join(str(rate[a]) for a in arms) + " |")
     return 0
 
 

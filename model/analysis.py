@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from model.describe import HEAD_TAGGER, Description, describe
+from model.answers import Heard
+from model.describe import HEAD_TAGGER, Description
 from model.instrument_head import WEIGHTS as HEAD_WEIGHTS
 from model.instrument_head import InstrumentHead
 from model.musicnn import HOP, SAMPLE_RATE, Musicnn, load_config, patch_spectrograms
@@ -84,7 +85,11 @@ class TrackAnalysis:
 
     def describe(self) -> Description:
         """The analysis in words (model/describe.py): the caption of the `analysis` caption source, the chat context."""
-        return describe(self.all_tags(), self.bpm, self.key, self.mode)
+        return self.heard().description
+
+    def heard(self) -> Heard:
+        """The analysis as chat uses it (model/answers.py): told beside the audio tokens, weighed into answers."""
+        return Heard(self.all_tags(), self.bpm, self.key, self.mode)
 
     def top_tags(self, tagger: str, n: int = 5) -> list[tuple[str, float]]:
         return sorted(self.tags(tagger).items(), key=lambda kv: -kv[1])[:n]

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from model.answers import Heard
 from model.cli import UserError
 from model.runtime import load_model, profile_of
 from model.settings import Settings
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps({"file": args.file, "question": args.question, "answer": gen.text,
                               "audio_tokens": gen.n_audio_tokens, "token_ids": gen.token_ids,
-                              "context": context, "profile": profile.name, **gen.extra}))
+                              "context": context.text() if context else None, "profile": profile.name, **gen.extra}))
         else:
             print(gen.text)
         return 0
@@ -61,11 +62,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _context(path: str, settings: Settings, seconds: float) -> str:
-    """What the analysis hears in the file, as the chat model is told it."""
+def _context(path: str, settings: Settings, seconds: float) -> Heard:
+    """What the analysis hears in the file, as the chat model is given it."""
     from model.analysis import Analyzer
     from model.audio import decode_audio
 
     analyzer = Analyzer(settings.models_dir, settings.resolved_device())
     analysis = analyzer.analyze([decode_audio(path, analyzer.sample_rate, seconds)])[0]
-    return analysis.describe().context(analysis.all_tags())
+    return analysis.heard()

@@ -14,6 +14,7 @@ adapter").
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.answers import Topic, topic_of
+from model.answers import BELIEF_WEIGHT, Heard, Topic, topic_of
 from model.checkpoints import load_adapter
 from model.config import Profile, load_profile, resolve_path
 from model.encoder import Encoder
@@ -55,6 +56,7 @@ class MusiLingo(nn.Module):
         self.adapter = adapter if adapter is not None else nn.Linear(d_enc, llm.config.hidden_size)
         self.adapter.to(device=self.device, dtype=torch.float32)  # the adapter stays fp32, as in the reference
         self._text_cache: dict[str, list[int]] = {}
+        self._answer_priors: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
     @classmethod
     def from_profile(cls, profile: Profile | str, device: str = "cpu", cache_dir: Path | None = None,
@@ -206,14 +208,38 @@ class MusiLingo(nn.Module):
                                  "sentences": len(sentences)})
 
     def choose(self, audio: torch.Tensor, question: str, topic: Topic, history: list[tuple[str, str]] | None = None,
-               context: str | None = None) -> Generation:
-        """The likeliest of a topic's answer sentences (model/answers.py) as the answer to `question`."""
-        scores, n_prompt = self.answer_scores(audio, question, topic.answers, history, context)
-        best = int(scores.argmax())
+               context: Heard | None = None, calibrated: bool = True,
+               belief_weight: float = BELIEF_WEIGHT) -> Generation:
+        """The topic's answer sentence (model/answers.py) likeliest as the answer to `question`, times what the
+        analysis believes of its value to the power `belief_weight` when `context` is given (the analysis is
+        also told in the prompt).
+
+        `calibrated`: each sentence's likelihood is divided by its likelihood after the question alone (no
+        audio, analysis or history), so what counts is what hearing the track changed, not which sentence
+        the LLM favours whatever it hears (contextual calibration, Zhao et al. 2021)."""
+        scores, n_prompt = self.answer_scores(audio, question, topic.answers, history, _text(context))
+        total = scores.cpu()
+        if calibrated:
+            total = total - self.answer_prior(question, topic.answers, audio.shape[-1])
+        belief = context.log_belief(topic) if context and belief_weight else None
+        if belief:
+            total = total + belief_weight * torch.tensor(belief, dtype=total.dtype)
+        best = int(total.argmax())
         text = topic.answers[best]
-        return Generation(text, self._ids(text), int(audio.shape[0]), n_prompt,
-                          extra={"decoding": "choice", "topic": topic.name,
-                                 "log_likelihood": round(float(scores[best]), 4), "choices": len(topic.answers)})
+        extra = {"decoding": "choice", "topic": topic.name, "log_likelihood": round(float(scores[best]), 4),
+                 "choices": len(topic.answers), "score": round(float(total[best]), 4)}
+        if belief:
+            extra["belief"] = round(math.exp(belief[best]), 4)
+        return Generation(text, self._ids(text), int(audio.shape[0]), n_prompt, extra=extra)
+
+    def answer_prior(self, question: str, sentences: tuple[str, ...], d_audio: int) -> torch.Tensor:
+        """Each sentence's log-likelihood as the answer to `question` asked with no audio tokens, analysis or
+        history: the LLM's own leaning, computed once per question (the LLM is frozen)."""
+        key = (question, sentences)
+        if key not in self._answer_priors:
+            silent = torch.zeros(0, d_audio, device=self.device)
+            self._answer_priors[key] = self.answer_scores(silent, question, sentences)[0].cpu()
+        return self._answer_priors[key]
 
     def _topic(self, question: str) -> Topic | None:
         """The topic to answer by choice, in a profile with `answer_choices`."""
@@ -265,16 +291,16 @@ class MusiLingo(nn.Module):
         return self.generate(audio, questions, greedy=greedy, max_new_tokens=max_new_tokens)
 
     def ask(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
-            greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Generation:
+            greedy: bool = False, max_new_tokens: int | None = None, context: Heard | None = None) -> Generation:
         """One answer: chosen among a topic's sentences when the profile says so and the question has one
         (`choose`), else generated."""
         topic = self._topic(question)
         if topic is not None:
             return self.choose(audio, question, topic, history, context)
-        return self.generate([audio], [question], [history], greedy, max_new_tokens, [context])[0]
+        return self.generate([audio], [question], [history], greedy, max_new_tokens, [_text(context)])[0]
 
     def stream(self, audio: torch.Tensor, question: str, history: list[tuple[str, str]] | None = None,
-               greedy: bool = False, max_new_tokens: int | None = None, context: str | None = None) -> Iterator[str]:
+               greedy: bool = False, max_new_tokens: int | None = None, context: Heard | None = None) -> Iterator[str]:
         """Yield the answer's text as it is generated, cut at the stop string (for a chat UI); a chosen
         answer (`ask`) comes whole."""
         from transformers import TextIteratorStreamer
@@ -285,7 +311,7 @@ class MusiLingo(nn.Module):
             return
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
-        embeds, mask, _ = self._prompt_batch([audio], [question], [history], [context])
+        embeds, mask, _ = self._prompt_batch([audio], [question], [history], [_text(context)])
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
                       **self._generation_kwargs(greedy, max_new_tokens))
         worker = threading.Thread(target=torch.no_grad()(self.llm.generate), kwargs=kwargs, daemon=True)
@@ -328,3 +354,8 @@ def _encoder_dim(profile: Profile) -> int:
 
     config = json.loads((resolve_path(profile.encoder_path) / "config.json").read_text())
     return int(config["hidden_size"])
+
+
+def _text(context: Heard | None) -> str | None:
+    """The analysis as the prompt tells it, if any."""
+    return context.text() if context else None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
+from model.answers import TOPICS, TRUST, Heard
 from model.describe import HEAD_TAGGER, THRESHOLDS, describe, tempo_word
 from model.prompt import get_template, text_after_audio
 
@@ -57,3 +62,21 @@ def test_a_confident_instrument_family_leads_and_drops_the_words_it_contradicts(
     assert [w for w, _ in describe(agreeing).instruments] == ["strings", "drums", "violin"]
     unsure = {**musicnn, HEAD_TAGGER: {"brass": THRESHOLDS["family"] - 0.01, "piano": 0.41}}
     assert [w for w, _ in describe(unsure).instruments] == ["piano", "drums", "violin"]
+
+
+def test_what_the_analysis_believes_of_each_chosen_answer() -> None:
+    """Chat weighs a chosen answer by the analysis: its tempo class, key and vocals at TRUST (the rest
+    shared), the head's families as they are; nothing where the analysis heard nothing of the topic."""
+    families = {"piano": 0.1, "strings": 0.05, "brass": 0.05, "woodwind": 0.05, "guitar": 0.05, "organ": 0.6,
+                "synth": 0.1}
+    heard = Heard({**TECHNO, HEAD_TAGGER: families}, bpm=139.6, tonic="F", mode="minor")
+    assert heard.text() == describe(heard.tags, 139.6, "F", "minor").context(heard.tags)
+    topics = {t.name: t for t in TOPICS}
+    for name, said in (("tempo", "fast"), ("mode", "F minor"), ("vocals", "is instrumental, without vocals")):
+        belief = dict(zip(topics[name].values, heard.belief(topics[name]), strict=True))
+        assert belief[said] == TRUST and sum(belief.values()) == pytest.approx(1.0)
+        rest = [p for v, p in belief.items() if v != said]
+        assert rest == pytest.approx([(1 - TRUST) / len(rest)] * len(rest))
+    assert heard.belief(topics["instrument"]) == pytest.approx([families[f] for f in topics["instrument"].values])
+    assert all(Heard({}).belief(t) is None for t in TOPICS)
+    assert Heard({}, bpm=70.0).log_belief(topics["tempo"])[0] == pytest.approx(math.log(TRUST))

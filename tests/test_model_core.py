@@ -11,8 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.answers import TOPICS, topic_of
+from model.answers import BELIEF_WEIGHT, TOPICS, Heard, topic_of
 from model.config import load_profile
+from model.describe import HEAD_TAGGER
 from model.encoder import Encoder, pool_frames
 from model.frontend import LiteFrontend, feature_slice
 from model.instrument_head import FAMILIES
@@ -225,30 +226,55 @@ def test_questions_find_their_topic() -> None:
     assert all(len(t.answers) == len(set(t.answers)) > 1 for t in TOPICS)
 
 
-def test_a_question_with_a_topic_is_answered_by_its_likeliest_sentence(tiny: MusiLingo) -> None:
-    """With `answer_choices`, the answer is the topic's sentence the model finds likeliest after the whole
-    prompt (history and analysis context included), each scored alone here with full logits; the stream
-    gives the same answer; without the flag, or without a topic, the answer is generated."""
+def test_a_question_with_a_topic_is_answered_by_its_calibrated_likeliest_sentence_times_the_analysis_belief(
+        tiny: MusiLingo) -> None:
+    """With `answer_choices`, the answer is the topic's sentence whose likelihood after the whole prompt
+    (history and the analysis's text included; each scored alone here with full logits), divided by its
+    likelihood after the question alone, times the analysis's belief in its value (to BELIEF_WEIGHT) is largest; the stream gives
+    the same answer; without the flag, or without a topic, the answer is generated."""
     model = MusiLingo(replace(tiny.profile, answer_choices=True), tiny.llm, tiny.tokenizer, 32, tiny.adapter)
-    question, context = "Which instrument plays the lead?", "Tempo: about 140 BPM (fast)."
+    question = "Which instrument plays the lead?"
     history = [("What is playing?", "A piano.")]
     topic = topic_of(question)
     torch.manual_seed(4)
     audio = torch.randn(3, 32)
-    alone = []
-    for sentence in topic.answers:
-        pieces, n = model._prompt_pieces(audio, question, history, context)
-        ids = model._ids(sentence + model.template.stop)
-        with torch.no_grad():
-            logits = model.llm(inputs_embeds=torch.cat(pieces + [model._embed_ids(ids)])[None]).logits[0]
-        logp = torch.log_softmax(logits.float(), -1)
-        alone.append(sum(float(logp[n - 1 + j, t]) for j, t in enumerate(ids)))
-    gen = model.ask(audio, question, history, context=context)
-    assert gen.text == topic.answers[int(np.argmax(alone))]
+
+    def likelihoods(audio: torch.Tensor, history: list | None, context: str | None) -> np.ndarray:
+        alone = []
+        for sentence in topic.answers:
+            pieces, n = model._prompt_pieces(audio, question, history, context)
+            ids = model._ids(sentence + model.template.stop)
+            with torch.no_grad():
+                logits = model.llm(inputs_embeds=torch.cat(pieces + [model._embed_ids(ids)])[None]).logits[0]
+            logp = torch.log_softmax(logits.float(), -1)
+            alone.append(sum(float(logp[n - 1 + j, t]) for j, t in enumerate(ids)))
+        return np.array(alone)
+
+    prior = likelihoods(torch.zeros(0, 32), None, None)  # the question alone: the LLM's own leaning
+    told = Heard({}, bpm=140.0)  # tempo only: no belief about the lead
+    alone = likelihoods(audio, history, told.text())
+    calibrated = alone - prior
+    assert np.argmax(calibrated) != np.argmax(alone)  # the seed makes calibration change the answer
+    best = int(np.argmax(calibrated))
+    gen = model.ask(audio, question, history, context=told)
+    assert gen.text == topic.answers[best]
     assert gen.extra == {"decoding": "choice", "topic": "instrument", "choices": len(FAMILIES),
-                         "log_likelihood": pytest.approx(max(alone), abs=1e-3)}
+                         "log_likelihood": pytest.approx(alone[best], abs=1e-3),
+                         "score": pytest.approx(calibrated[best], abs=1e-3)}
     assert tiny.tokenizer.decode(gen.token_ids) == gen.text and gen.n_audio_tokens == 3
-    assert "".join(model.stream(audio, question, history, context=context)) == gen.text
+    assert "".join(model.stream(audio, question, history, context=told)) == gen.text
+    uncalibrated = model.choose(audio, question, topic, history, told, calibrated=False)
+    assert uncalibrated.text == topic.answers[int(np.argmax(alone))]
+
+    # the head leans to the least likely family: the answer follows the product, not the likelihood
+    least = FAMILIES[int(np.argmin(calibrated))]
+    families = {f: (0.9 if f == least else 0.1 / (len(FAMILIES) - 1)) for f in FAMILIES}
+    heard = Heard({HEAD_TAGGER: families}, bpm=140.0)
+    scores = likelihoods(audio, history, heard.text()) - prior + BELIEF_WEIGHT * np.log([families[f] for f in FAMILIES])
+    gen = model.ask(audio, question, history, context=heard)
+    assert gen.text == topic.answers[int(np.argmax(scores))] != topic.answers[best]
+    assert gen.extra["belief"] == pytest.approx(families[FAMILIES[int(np.argmax(scores))]], abs=1e-4)
+    assert "".join(model.stream(audio, question, history, context=heard)) == gen.text
     free = model.ask(audio, "What does this remind you of?", greedy=True, max_new_tokens=6)
     assert "decoding" not in free.extra
     assert "decoding" not in tiny.ask(audio, question, greedy=True, max_new_tokens=6).extra

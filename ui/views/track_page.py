@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import streamlit as st
 
+from model.answers import Heard
 from model.audio import AudioDecodeError, decode_audio
 from model.config import ModelNotFoundError
-from model.describe import describe
 from search.analysis import TrackAnalysisView, track_analysis
 from search.types import SearchError
 from ui.render import html_text, md_escape, tag_rows, waveform_image
@@ -80,11 +80,11 @@ def _escaped(pieces: Iterator[str], sink: list[str]) -> Iterator[str]:
         yield md_escape(piece)
 
 
-def _chat_context(ctx: AppContext, analysis: TrackAnalysisView | None) -> str | None:
-    """What the analysis heard, told to the chat model beside the audio tokens when the profile grounds chat."""
+def _chat_context(ctx: AppContext, analysis: TrackAnalysisView | None) -> Heard | None:
+    """What the analysis heard, given to the chat model beside the audio tokens when the profile grounds chat."""
     if not ctx.profile.ground_chat or analysis is None:
         return None
-    return describe(analysis.tags, analysis.bpm, analysis.tonic, analysis.mode).context(analysis.tags)
+    return Heard(analysis.tags, analysis.bpm, analysis.tonic, analysis.mode)
 
 
 def _chat(ctx: AppContext, track_id: int, analysis: TrackAnalysisView | None) -> None:
