@@ -10,12 +10,11 @@ does for captions. A question about anything else is answered freely.
 What the analysis heard (`Heard`) goes to the model twice: as text beside the audio tokens, and, for a chosen
 answer, as a belief over the topic's values that multiplies the model's likelihood of each sentence
 (squared: BELIEF_WEIGHT). A 135M model reads the numbers in its prompt unreliably (told the head's families
-but not weighed by them, its chosen answers named the lead's family 0.161 of the time held-out where the
-head was right 0.39; docs/benchmarks.md), so without the belief its answer could contradict the caption and
-the track page beside it; with it, the model decides where the analysis is unsure. Each sentence's
-likelihood is first divided by its likelihood after the question alone (`MusiLingo.answer_prior`): the LLM
-favours some sentences whatever it hears ("The piano plays the lead."), and what should count is what the
-track changed.
+but not weighed by them, its answers named the lead's family far less often than the head is right;
+docs/benchmarks.md), so without the belief its answer could contradict the caption and the track page
+beside it; with it, the model decides where the analysis is unsure. Each sentence's likelihood is first
+divided by its likelihood after the question alone (`MusiLingo.answer_prior`): the LLM favours some sentences
+whatever it hears (piano or guitar as the lead), and what should count is what the track changed.
 
 A question is matched by its words: the first topic whose cue words it holds, in the order below.
 """
@@ -32,12 +31,11 @@ from model.instrument_head import FAMILIES
 from model.tempo_key import PITCH_CLASSES
 
 # The belief in a number the analysis measured (tempo class, key) or a word it said (vocals): its value gets
-# this probability and the others share the rest. Measured held-out, tempo class is right 0.87 of the time
-# and mode 0.99 (docs/benchmarks.md, "What the analysis buys"); 0.9 lets a model that is sure overrule it.
+# this probability and the others share the rest: about as often as tempo class and key are right held-out
+# (docs/benchmarks.md, "What the analysis buys"), short of certain so that a model that is sure can overrule it.
 TRUST = 0.9
-# How much the belief weighs against the model's (calibrated) likelihood: its log-probability is multiplied by
-# this. Chosen on the first 30 held-out clips (lead instrument right 0.318 at 1, 0.409 at 2, same from 2 to 5;
-# tempo and mode the same at each), measured on the other 70 (docs/benchmarks.md).
+# How much the belief weighs against the model's calibrated likelihood: its log-probability is multiplied by
+# this. Chosen on the first 30 held-out clips, measured on the other 70 (docs/benchmarks.md, bench_answers).
 BELIEF_WEIGHT = 2.0
 TEMPO_WORDS = ("slow", "mid-tempo", "fast")
 
@@ -57,9 +55,9 @@ class Topic:
 
 # The sentences echo the words the analysis context uses ("Tempo: about 69 BPM (slow).", "Key: C major.",
 # "instrument_head tags: piano 0.90, ..."; model/describe.py), which the 135M model then finds likeliest.
-# Chosen on the first 30 held-out clips (bench/bench_answers.py; reported on the other 70): "The tempo is
-# mid-tempo." was right 0.83 of the time where "It is at a medium tempo." was 0.33, and naming the key with
-# its tonic 1.00 where "It is in a minor key." was 0.43.
+# Chosen on the first 30 held-out clips (bench/bench_answers.py; reported on the other 70): sentences in the
+# context's words ("The tempo is mid-tempo.", the key with its tonic) were chosen right far more often than
+# plainer ones ("It is at a medium tempo.", "It is in a minor key.").
 TOPICS = (
     Topic("tempo", ("tempo", "fast", "slow", "bpm", "speed", "pace", "quick"), "The tempo is {}.", TEMPO_WORDS),
     Topic("mode", ("major", "minor", "key", "mode", "tonality"), "It is in {}.",
