@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= data
 PORT ?= 8501
+# pytest workers (pytest-xdist), a test file per worker: most of the suite waits on subprocess scans, so two
+# workers keep both cores of a 2-core machine busy; raise it on a bigger machine.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-slow install lint demo clean
 
@@ -30,7 +33,7 @@ test: install
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow

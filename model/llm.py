@@ -46,9 +46,23 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    return publish_folder(tmp, target)
+
+
+def publish_folder(tmp: Path, target: Path) -> Path:
+    """Move a finished folder into place, unless another process published one first: then keep theirs.
+
+    Why: a UI and a scan started together both convert; replacing the first one's folder would pull it
+    from under a process already loading it.
+    """
+    if target.exists() and not (target / "config.json").is_file():
+        shutil.rmtree(target)  # an unfinished folder left by something else: never loaded
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp)
+        if not (target / "config.json").is_file():
+            raise
     return target
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +108,27 @@ def test_missing_model_names_package_or_path() -> None:
         resolve_path("pkg:no_such_model_pkg/model.gguf")
     with pytest.raises(ModelNotFoundError, match="/no/such/folder"):
         resolve_path("/no/such/folder")
+
+
+def test_a_converted_llm_folder_published_first_is_kept(tmp_path: Path) -> None:
+    """Two processes converting the same GGUF: the second keeps the first's folder, never deletes it."""
+    from model.llm import publish_folder
+
+    target, mine = tmp_path / "llm-st", tmp_path / "llm-st.mine"
+    for folder, text in ((target, "theirs"), (mine, "mine")):
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+    inode = target.stat().st_ino
+    assert publish_folder(mine, target) == target
+    assert (target / "config.json").read_text() == "theirs" and target.stat().st_ino == inode
+    assert not mine.exists()
+    unfinished = tmp_path / "other-st"
+    unfinished.mkdir()
+    (unfinished / "model.safetensors").write_text("half")  # no config.json: never loaded, replaced
+    (mine).mkdir()
+    (mine / "config.json").write_text("mine")
+    publish_folder(mine, unfinished)
+    assert (unfinished / "config.json").read_text() == "mine" and not (unfinished / "model.safetensors").exists()
 
 
 def test_smollm2_from_gguf_generates_text_offline() -> None:
