@@ -425,4 +425,4 @@ def test_malicious_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "good.pth"
     torch.save({"model": {"llama_proj.weight": torch.ones(4, 3), "llama_proj.bias": torch.zeros(4)}}, good)
     adapter, _ = load_adapter(good, 3, 4)
-    assert float(adapter.weight.sum()) == 12.0
+    assert float(adapter.weight.detach().sum()) == 12.0
