@@ -125,7 +125,7 @@ def test_a_converted_llm_folder_published_first_is_kept(tmp_path: Path) -> None:
     unfinished = tmp_path / "other-st"
     unfinished.mkdir()
     (unfinished / "model.safetensors").write_text("half")  # no config.json: never loaded, replaced
-    (mine).mkdir()
+    mine.mkdir()
     (mine / "config.json").write_text("mine")
     publish_folder(mine, unfinished)
     assert (unfinished / "config.json").read_text() == "mine" and not (unfinished / "model.safetensors").exists()
