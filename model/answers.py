@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from model.describe import HEAD_TAGGER, Description, Tags, describe, tempo_word
+from model.describe import HEAD_TAGGER, TEMPO_WORDS, Description, Tags, describe, tempo_word
 from model.instrument_head import FAMILIES
 from model.tempo_key import PITCH_CLASSES
 
@@ -37,7 +37,6 @@ TRUST = 0.9
 # How much the belief weighs against the model's calibrated likelihood: its log-probability is multiplied by
 # this. Chosen on the first 30 held-out clips, measured on the other 70 (docs/benchmarks.md, bench_answers).
 BELIEF_WEIGHT = 2.0
-TEMPO_WORDS = ("slow", "mid-tempo", "fast")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ FAMILY_OF = {"piano": "piano", "harpsichord": "piano", "guitar": "guitar", "sita
 THRESHOLDS = {"instrument": 0.3, "genre": 0.3, "mood": 0.3, "vocal": 0.4, "instrumental": 0.3, "family": 0.6}
 MAX_WORDS = {"instrument": 3, "genre": 2, "mood": 1}
 SLOW_BELOW, FAST_ABOVE = 85.0, 125.0
+TEMPO_WORDS = ("slow", "mid-tempo", "fast")  # the tempo classes as captions and chat answers say them
 
 Tags = dict[str, dict[str, float]]  # tagger -> {tag: probability}, as TrackAnalysis.tags gives them
 
@@ -98,7 +99,8 @@ def _heard(tags: Tags, vocabulary: dict, group: str) -> list[tuple[str, float]]:
 def tempo_word(bpm: float | None) -> str | None:
     if not bpm:
         return None
-    return "slow" if bpm < SLOW_BELOW else "fast" if bpm > FAST_ABOVE else "mid-tempo"
+    slow, medium, fast = TEMPO_WORDS
+    return slow if bpm < SLOW_BELOW else fast if bpm > FAST_ABOVE else medium
 
 
 @dataclass
